@@ -1,0 +1,222 @@
+"""The storage and queue contract every backend implements.
+
+The :class:`~choreograph.bus.Bus` does everything that is the same for all backends (validation,
+filtering, fan-out decisions, retry policy, dead-letter records, dispatch); a backend only stores
+and hands out. Its model:
+
+- A **topic** and its **subscriptions** are catalog records (:meth:`Backend.save_topic` ...).
+- :meth:`Backend.append` stores published events, one **delivery** per matching subscription,
+  and returns only when they are durable. It de-duplicates on (``source``, ``id``) within the
+  topic's window and reports which events were duplicates. The bus may ask for some deliveries
+  back already **leased** (``handoff``) so a dispatcher with free capacity starts on them without
+  a round trip; a backend that cannot do that returns none and they are leased later.
+- A delivery is **due** from its ``due_at``. :meth:`Backend.lease` hands out due deliveries and
+  hides them until ``lease_until``; a lease that expires (its process died) makes the delivery
+  due again, so in-flight work survives a crash. Leasing counts an attempt.
+- Settling is ordered but need not wait: :meth:`Backend.ack`, :meth:`Backend.reschedule` and
+  :meth:`Backend.release` take effect in call order and are durable once :meth:`Backend.flush`
+  returns (losing one to a crash only causes a redelivery). :meth:`Backend.dead_letter` waits,
+  because it moves the event and may announce it on the system topic in the same write.
+- **Dead letters** are listed, read, redriven (back to their subscription as fresh deliveries)
+  and purged per subscription. A dropped delivery (dead-lettering disabled) increments the
+  subscription's ``dropped`` counter.
+
+Backends raise :class:`~choreograph.errors.BackendError` for engine failures (the driver's
+exception chained) and never let a driver exception escape.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from choreograph.bus.deadletter import DeadLetter
+from choreograph.bus.subscription import SubscriptionRecord
+from choreograph.bus.topic import TopicRecord
+from choreograph.events import CloudEvent
+
+__all__ = ["AppendResult", "Backend", "Delivery", "Handoff", "LeaseResult", "NewEvent"]
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One event on its way to one subscription.
+
+    ``attempts`` counts the attempt in progress (1 on the first). The ``last_*`` fields describe
+    the previous attempt and feed the dead-letter record. ``key`` is the backend's handle.
+    """
+
+    key: Any
+    topic: str
+    subscription: str
+    event: CloudEvent
+    published_at: float
+    ttl_start: float
+    attempts: int
+    last_outcome: str | None = None
+    last_error: str | None = None
+    last_attempt_at: float | None = None
+
+
+class NewEvent(NamedTuple):
+    """A validated event to append: its storage encoding and the subscriptions it matched."""
+
+    event: CloudEvent
+    encoded: bytes
+    subscriptions: tuple[str, ...]
+
+
+class Handoff(NamedTuple):
+    """How many new deliveries of one subscription the caller takes leased, and until when."""
+
+    limit: int
+    lease_until: float
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """``duplicates[i]`` is True when event i was already stored within the window;
+    ``leased`` maps a subscription to the deliveries handed off to the caller, and ``queued``
+    names the subscriptions that got deliveries not handed off (to be leased later)."""
+
+    duplicates: list[bool]
+    leased: dict[str, list[Delivery]] = field(default_factory=dict)
+    queued: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class LeaseResult:
+    """Deliveries now leased, and when the subscription's next non-leased delivery is due."""
+
+    deliveries: list[Delivery]
+    next_due: float | None
+
+
+class Backend(abc.ABC):
+    """Storage and queues for a bus. One instance serves one bus."""
+
+    url: str
+    durable: bool
+    """True when a published event survives the process (``sqlite``, ``nats``)."""
+
+    # lifecycle ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect or create the store. Raises BackendLockedError if another owner holds it."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and release every resource."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Wait until every settle call made so far is durable."""
+
+    # catalog -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_topic(self, record: TopicRecord) -> None:
+        """Create or replace a topic."""
+
+    @abc.abstractmethod
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic with its subscriptions, deliveries and dead letters."""
+
+    @abc.abstractmethod
+    async def load_topics(self) -> list[TopicRecord]: ...
+
+    @abc.abstractmethod
+    async def save_subscription(self, record: SubscriptionRecord) -> None:
+        """Create or replace a subscription (its queue and dead letters are kept)."""
+
+    @abc.abstractmethod
+    async def delete_subscription(self, topic: str, name: str) -> None:
+        """Delete a subscription with its deliveries and dead letters."""
+
+    @abc.abstractmethod
+    async def load_subscriptions(self) -> list[SubscriptionRecord]: ...
+
+    # queue -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        now: float,
+        dedupe_window_seconds: float,
+        handoff: Mapping[str, Handoff],
+    ) -> AppendResult:
+        """Store ``events`` durably (all or none), one delivery per matched subscription."""
+
+    @abc.abstractmethod
+    async def lease(
+        self, topic: str, subscription: str, *, now: float, limit: int, lease_until: float
+    ) -> LeaseResult:
+        """Lease up to ``limit`` deliveries due at ``now``, earliest first."""
+
+    @abc.abstractmethod
+    async def release_all_leases(self, now: float) -> int:
+        """Make every leased delivery due at ``now`` (the owning process restarted)."""
+
+    @abc.abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Delivered: forget these deliveries."""
+
+    @abc.abstractmethod
+    def reschedule(self, delivery: Delivery, due_at: float) -> None:
+        """Failed with budget left: due again at ``due_at``, keeping its ``last_*`` fields."""
+
+    @abc.abstractmethod
+    def release(self, deliveries: Sequence[Delivery], now: float) -> None:
+        """Give back leased deliveries unattempted (shutdown): due at ``now``, attempt uncounted."""
+
+    @abc.abstractmethod
+    async def dead_letter(
+        self,
+        delivery: Delivery,
+        record: DeadLetter | None,
+        *,
+        announce: Sequence[NewEvent],
+        announce_topic: str,
+        now: float,
+        handoff: Mapping[str, Handoff],
+    ) -> AppendResult:
+        """Remove ``delivery`` and store ``record`` (None: drop it and count it), appending
+        ``announce`` to ``announce_topic`` in the same write."""
+
+    # dead letters ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_dead_letters(
+        self, topic: str, subscription: str, *, limit: int, after: str | None = None
+    ) -> list[DeadLetter]:
+        """Records in dead-lettering order, starting after the record id ``after``."""
+
+    @abc.abstractmethod
+    async def get_dead_letter(
+        self, topic: str, subscription: str, record_id: str
+    ) -> DeadLetter | None: ...
+
+    @abc.abstractmethod
+    async def redrive(
+        self, topic: str, subscription: str, record_ids: Sequence[str] | None, *, now: float
+    ) -> int:
+        """Move records (all when None) back to the subscription as fresh deliveries due at
+        ``now``: no attempts made, time-to-live counted from ``now``. Returns how many moved."""
+
+    @abc.abstractmethod
+    async def purge(self, topic: str, subscription: str, record_ids: Sequence[str] | None) -> int:
+        """Delete records (all when None). Returns how many were deleted."""
+
+    # statistics --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def counters(self, topic: str, subscription: str) -> dict[str, int]:
+        """``{"queued": ..., "deadLettered": ..., "dropped": ...}`` for one subscription."""
+
+    async def __aenter__(self) -> Backend:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

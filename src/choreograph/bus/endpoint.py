@@ -1,0 +1,83 @@
+"""Endpoints: what a subscription's deliveries are handed to, and the in-process handler one.
+
+An endpoint takes the events of one attempt (one, or a batch when ``maxEventsPerBatch`` > 1) and
+answers with an :class:`~choreograph.bus.retry.Outcome`. Webhooks, SDK services and the
+ambassador are endpoints too; the dispatcher treats them all alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from choreograph.bus.retry import DELIVERED, Outcome
+from choreograph.bus.subscription import DeliverySchema
+from choreograph.errors import Reject, Retry
+from choreograph.events import CloudEvent, EventGridEvent
+
+__all__ = ["Attempt", "Endpoint", "Handler", "HandlerEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[object]]
+"""An async function taking one event (or a list of them for a batching subscription)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What an endpoint knows about the attempt it is given."""
+
+    topic: str
+    subscription: str
+    delivery_count: int
+    """Attempts made before this one (``aeg-delivery-count``: 0 on the first)."""
+    event_delivery_schema: DeliverySchema
+    batched: bool
+
+
+@runtime_checkable
+class Endpoint(Protocol):
+    """Receives deliveries. It reports failure in the outcome rather than by raising."""
+
+    async def deliver(
+        self, events: Sequence[CloudEvent | EventGridEvent], attempt: Attempt
+    ) -> Outcome: ...
+
+
+class HandlerEndpoint:
+    """Calls an async handler in this process.
+
+    Returning is success; :class:`~choreograph.errors.Retry` is a transient failure (503, with
+    its delay as ``Retry-After``); :class:`~choreograph.errors.Reject` dead-letters the event at
+    once; any other exception is a failure retried on the policy (500).
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def deliver(
+        self, events: Sequence[CloudEvent | EventGridEvent], attempt: Attempt
+    ) -> Outcome:
+        try:
+            await self.handler(list(events) if attempt.batched else events[0])
+        except Retry as signal:
+            return Outcome(
+                status=503,
+                name="Busy",
+                detail=signal.reason,
+                retry_after_seconds=signal.delay_seconds,
+            )
+        except Reject as signal:
+            return Outcome(status=400, name="Rejected", detail=signal.reason, rejected=True)
+        except Exception as exc:
+            logger.warning(
+                "handler of %s/%s failed on attempt %d: %r",
+                attempt.topic,
+                attempt.subscription,
+                attempt.delivery_count + 1,
+                exc,
+            )
+            return Outcome(status=500, name="GenericError", detail=f"{type(exc).__name__}: {exc}")
+        return DELIVERED

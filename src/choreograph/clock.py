@@ -1,0 +1,65 @@
+"""Injected time. Everything that waits (retries, TTLs, delivery timeouts, monitors) asks a clock.
+
+:class:`SystemClock` is wall-clock time on the running event loop; tests use
+:class:`choreograph.testing.FakeClock`, which only moves when the test advances it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+__all__ = ["Clock", "SystemClock", "TimerHandle", "format_timestamp", "sleep_until"]
+
+
+class TimerHandle(Protocol):
+    """A scheduled callback that can be cancelled."""
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Tells the time (seconds since the epoch) and runs callbacks at a time."""
+
+    def now(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
+        """Run ``callback`` on the event loop once ``now() >= when``."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time; callbacks run on the current event loop."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(0.0, when - time.time()), callback)
+
+
+async def sleep_until(clock: Clock, when: float) -> None:
+    """Wait until ``clock`` reaches ``when``."""
+    if clock.now() >= when:
+        return
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    handle = clock.call_at(when, wake)
+    try:
+        await future
+    finally:
+        handle.cancel()
+
+
+def format_timestamp(epoch_seconds: float) -> str:
+    """RFC 3339 UTC timestamp with microseconds, as Event Grid writes them."""
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
