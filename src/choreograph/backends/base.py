@@ -6,10 +6,13 @@ and hands out. Its model:
 
 - A **topic** and its **subscriptions** are catalog records (:meth:`Backend.save_topic` ...).
 - :meth:`Backend.append` stores published events, one **delivery** per matching subscription,
-  and returns only when they are durable. It de-duplicates on (``source``, ``id``) within the
-  topic's window and reports which events were duplicates. The bus may ask for some deliveries
-  back already **leased** (``handoff``) so a dispatcher with free capacity starts on them without
-  a round trip; a backend that cannot do that returns none and they are leased later.
+  possibly for several topics at once and together with acknowledgements (a handler's emitted
+  events and the ack of the delivery that caused them commit together where the engine allows).
+  It returns an awaitable that completes when they are durable. It de-duplicates on
+  (``source``, ``id``) within each topic's window and reports which events were duplicates. The
+  bus may ask for some deliveries back already **leased** (``handoff``) so a dispatcher with free
+  capacity starts on them without a round trip; a backend that cannot do that returns none and
+  they are leased later.
 - A delivery is **due** from its ``due_at``. :meth:`Backend.lease` hands out due deliveries and
   hides them until ``lease_until``; a lease that expires (its process died) makes the delivery
   due again, so in-flight work survives a crash. Leasing counts an attempt.
@@ -28,7 +31,7 @@ exception chained) and never let a driver exception escape.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -37,7 +40,15 @@ from choreograph.bus.subscription import SubscriptionRecord
 from choreograph.bus.topic import TopicRecord
 from choreograph.events import CloudEvent
 
-__all__ = ["AppendResult", "Backend", "Delivery", "Handoff", "LeaseResult", "NewEvent"]
+__all__ = [
+    "AppendResult",
+    "Backend",
+    "Delivery",
+    "Handoff",
+    "LeaseResult",
+    "NewEvent",
+    "TopicAppend",
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +84,15 @@ class Handoff(NamedTuple):
 
     limit: int
     lease_until: float
+
+
+class TopicAppend(NamedTuple):
+    """Events for one topic, with its de-duplication window and the leases the caller takes."""
+
+    topic: str
+    events: Sequence[NewEvent]
+    dedupe_window_seconds: float
+    handoff: Mapping[str, Handoff]
 
 
 @dataclass(slots=True)
@@ -139,16 +159,14 @@ class Backend(abc.ABC):
 
     # queue -------------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def append(
-        self,
-        topic: str,
-        events: Sequence[NewEvent],
-        *,
-        now: float,
-        dedupe_window_seconds: float,
-        handoff: Mapping[str, Handoff],
-    ) -> AppendResult:
-        """Store ``events`` durably (all or none), one delivery per matched subscription."""
+    def append(
+        self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
+    ) -> Awaitable[list[AppendResult]]:
+        """Store the events durably (all or none), one delivery per matched subscription, and
+        acknowledge ``acks`` in the same write. The result (one per append) is ready once durable.
+
+        Not a coroutine: de-duplication is decided at the call, so callers may chain on the
+        returned awaitable (an ``asyncio.Future``) without a task."""
 
     @abc.abstractmethod
     async def lease(
@@ -178,13 +196,11 @@ class Backend(abc.ABC):
         delivery: Delivery,
         record: DeadLetter | None,
         *,
-        announce: Sequence[NewEvent],
-        announce_topic: str,
+        announce: TopicAppend | None,
         now: float,
-        handoff: Mapping[str, Handoff],
-    ) -> AppendResult:
+    ) -> AppendResult | None:
         """Remove ``delivery`` and store ``record`` (None: drop it and count it), appending
-        ``announce`` to ``announce_topic`` in the same write."""
+        ``announce`` in the same write; returns the announcement's result."""
 
     # dead letters ------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -2,6 +2,9 @@
 
 A topic acknowledges without storing again an event whose (``source``, ``id``) it stored within
 its window. Entries expire ``window`` seconds after the event was first stored.
+
+Keys are plain strings and the expiry order lives in two deques of floats and strings: none of
+that is tracked by the garbage collector, which matters when the window holds millions of events.
 """
 
 from __future__ import annotations
@@ -11,17 +14,21 @@ from collections.abc import Iterable, Sequence
 
 from choreograph.backends.base import NewEvent
 
-__all__ = ["DedupeWindow"]
+__all__ = ["DedupeWindow", "dedupe_key"]
 
-Key = tuple[str, str, str]
+
+def dedupe_key(topic: str, source: str, event_id: str) -> str:
+    """One string for (topic, source, id); NUL cannot appear in a topic name."""
+    return f"{topic}\x00{source}\x00{event_id}"
 
 
 class DedupeWindow:
     """Remembers stored (topic, source, id) keys until they expire."""
 
     def __init__(self) -> None:
-        self._expiry: dict[Key, float] = {}
-        self._order: deque[tuple[float, Key]] = deque()
+        self._expiry: dict[str, float] = {}
+        self._order_times: deque[float] = deque()
+        self._order_keys: deque[str] = deque()
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -32,38 +39,44 @@ class DedupeWindow:
         """Mark each event duplicate or not, remembering the new ones (also within the batch)."""
         if window <= 0:
             return [False] * len(events)
-        self.prune(now)
+        if self._order_times and self._order_times[0] <= now:
+            self.prune(now)
         expiry = self._expiry
         expires_at = now + window
         duplicates = []
         for new in events:
-            key = (topic, new.event.source, new.event.id)
+            event = new.event
+            key = f"{topic}\x00{event.source}\x00{event.id}"
             seen_until = expiry.get(key)
             if seen_until is not None and seen_until > now:
                 duplicates.append(True)
                 continue
             expiry[key] = expires_at
-            self._order.append((expires_at, key))
+            self._order_times.append(expires_at)
+            self._order_keys.append(key)
             duplicates.append(False)
         return duplicates
 
-    def forget(self, keys: Iterable[Key]) -> None:
+    def forget(self, keys: Iterable[str]) -> None:
         """Undo :meth:`admit` for events whose write failed."""
         for key in keys:
             self._expiry.pop(key, None)
 
-    def remember(self, key: Key, expires_at: float) -> None:
+    def remember(self, key: str, expires_at: float) -> None:
         """Restore an entry loaded from storage."""
         self._expiry[key] = expires_at
-        self._order.append((expires_at, key))
+        self._order_times.append(expires_at)
+        self._order_keys.append(key)
 
     def prune(self, now: float) -> None:
-        order, expiry = self._order, self._expiry
-        while order and order[0][0] <= now:
-            expires_at, key = order.popleft()
+        times, keys, expiry = self._order_times, self._order_keys, self._expiry
+        while times and times[0] <= now:
+            expires_at = times.popleft()
+            key = keys.popleft()
             if expiry.get(key) == expires_at:
                 del expiry[key]
 
     def drop_topic(self, topic: str) -> None:
-        for key in [key for key in self._expiry if key[0] == topic]:
+        prefix = f"{topic}\x00"
+        for key in [key for key in self._expiry if key.startswith(prefix)]:
             del self._expiry[key]

@@ -6,9 +6,10 @@ nothing survives the process.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from choreograph.backends.base import (
@@ -18,6 +19,7 @@ from choreograph.backends.base import (
     Handoff,
     LeaseResult,
     NewEvent,
+    TopicAppend,
 )
 from choreograph.backends.dedupe import DedupeWindow
 from choreograph.bus.deadletter import DeadLetter
@@ -86,32 +88,31 @@ class MemoryBackend(Backend):
         return list(self._subscriptions.values())
 
     # queue -------------------------------------------------------------------------------------
-    async def append(
-        self,
-        topic: str,
-        events: Sequence[NewEvent],
-        *,
-        now: float,
-        dedupe_window_seconds: float,
-        handoff: Mapping[str, Handoff],
-    ) -> AppendResult:
-        duplicates = self._dedupe.admit(topic, events, now=now, window=dedupe_window_seconds)
-        result = AppendResult(duplicates)
-        self._store(topic, events, duplicates, now, handoff, result)
-        return result
+    def append(
+        self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
+    ) -> Awaitable[list[AppendResult]]:
+        results = []
+        for topic, events, window, handoff in appends:
+            result = AppendResult(self._dedupe.admit(topic, events, now=now, window=window))
+            self._store(topic, events, now, handoff, result)
+            results.append(result)
+        if acks:
+            self.ack(acks)
+        done: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+        done.set_result(results)
+        return done
 
     def _store(
         self,
         topic: str,
         events: Sequence[NewEvent],
-        duplicates: Sequence[bool],
         now: float,
         handoff: Mapping[str, Handoff],
         result: AppendResult,
     ) -> None:
         queues = self._queues
         leased = result.leased
-        for new, duplicate in zip(events, duplicates, strict=True):
+        for new, duplicate in zip(events, result.duplicates, strict=True):
             if duplicate:
                 continue
             for name in new.subscriptions:
@@ -181,20 +182,20 @@ class MemoryBackend(Backend):
         delivery: Delivery,
         record: DeadLetter | None,
         *,
-        announce: Sequence[NewEvent],
-        announce_topic: str,
+        announce: TopicAppend | None,
         now: float,
-        handoff: Mapping[str, Handoff],
-    ) -> AppendResult:
+    ) -> AppendResult | None:
         queue = self._queues.get((delivery.topic, delivery.subscription))
-        result = AppendResult([False] * len(announce))
         if queue is None or queue.leased.pop(delivery.key, None) is None:
-            return result
+            return None
         if record is None:
             queue.dropped += 1
         else:
             queue.dead_letters[record.id] = record
-        self._store(announce_topic, announce, result.duplicates, now, handoff, result)
+        if announce is None:
+            return None
+        result = AppendResult([False] * len(announce.events))
+        self._store(announce.topic, announce.events, now, announce.handoff, result)
         return result
 
     # dead letters ------------------------------------------------------------------------------

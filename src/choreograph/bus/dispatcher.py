@@ -26,6 +26,7 @@ from choreograph.bus.endpoint import Attempt, Endpoint
 from choreograph.bus.retry import Ack, DeadLetterReason, Outcome, RetryAt, decide, ttl_expired
 from choreograph.bus.subscription import SubscriptionRecord
 from choreograph.clock import TimerHandle, format_timestamp
+from choreograph.errors import NotFoundError, ValidationError
 from choreograph.events import CloudEvent, EventGridEvent, eventgrid_from_cloudevent
 
 if TYPE_CHECKING:
@@ -271,9 +272,19 @@ class SubscriptionDispatcher:
             events = [d.event for d in batch]
         outcome = await self._attempt(worker, events, attempt, now + self._timeout)
         if outcome.delivered:
-            self._backend.ack(batch)
-        else:
-            await self._settle_failure(batch, outcome)
+            if not outcome.emitted:
+                self._backend.ack(batch)
+                return
+            try:
+                appends = self._bus.prepare_emitted(outcome.emitted)
+            except (ValidationError, NotFoundError) as exc:
+                outcome = Outcome(
+                    status=500, name="GenericError", detail=f"emitted an invalid event: {exc}"
+                )
+            else:
+                self._bus.commit_emitted(appends, batch)
+                return
+        await self._settle_failure(batch, outcome)
 
     async def _expire(self, batch: list[Delivery], now: float) -> list[Delivery]:
         """Dead-letter the deliveries past their time-to-live; return the others.

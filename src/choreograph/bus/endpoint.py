@@ -10,19 +10,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from choreograph.bus.retry import DELIVERED, Outcome
 from choreograph.bus.subscription import DeliverySchema
 from choreograph.errors import Reject, Retry
 from choreograph.events import CloudEvent, EventGridEvent
 
-__all__ = ["Attempt", "Endpoint", "Handler", "HandlerEndpoint"]
+__all__ = ["Attempt", "Emit", "Endpoint", "Handler", "HandlerEndpoint"]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any], Awaitable[object]]
-"""An async function taking one event (or a list of them for a batching subscription)."""
+
+class Emit(NamedTuple):
+    """An event a handler asks the bus to publish to ``topic`` once its delivery succeeded.
+
+    Emitted events and the acknowledgement of the delivery that caused them are stored in one
+    write: the handler does not wait for the disk, and if the process dies before that write, the
+    delivery runs again and re-emits (give emitted events deterministic ids so the topic's
+    de-duplication absorbs the repeat).
+    """
+
+    topic: str
+    event: CloudEvent
+
+
+Handler = Callable[[Any], Awaitable["Emit | Sequence[Emit] | None"]]
+"""An async function taking one event (or a list of them for a batching subscription) and
+returning what to emit, if anything."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +76,7 @@ class HandlerEndpoint:
         self, events: Sequence[CloudEvent | EventGridEvent], attempt: Attempt
     ) -> Outcome:
         try:
-            await self.handler(list(events) if attempt.batched else events[0])
+            emitted = await self.handler(list(events) if attempt.batched else events[0])
         except Retry as signal:
             return Outcome(
                 status=503,
@@ -80,4 +95,8 @@ class HandlerEndpoint:
                 exc,
             )
             return Outcome(status=500, name="GenericError", detail=f"{type(exc).__name__}: {exc}")
-        return DELIVERED
+        if emitted is None:
+            return DELIVERED
+        if isinstance(emitted, Emit):
+            return Outcome(status=200, name="Delivered", emitted=(emitted,))
+        return Outcome(status=200, name="Delivered", emitted=tuple(emitted))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -55,6 +55,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
     retry_after_seconds: float = 0.0
     rejected: bool = False
+    emitted: tuple[Any, ...] = ()
+    """Events the endpoint asks the bus to publish because this delivery succeeded
+    (:class:`~choreograph.bus.endpoint.Emit` pairs); stored together with the acknowledgement."""
 
     @property
     def delivered(self) -> bool:

@@ -1,10 +1,8 @@
 """``sqlite:///path/bus.db``: the embedded durable backend, one WAL file owned by one process.
 
-Every write goes through one connection on one thread. Writes queue up while the previous
-transaction commits, then go in together (group commit): a publish costs one fsync shared with
-everything else that arrived meanwhile, and the event loop keeps running during the fsync.
-``synchronous=FULL`` (default) makes a returned publish survive a power cut;
-``?synchronous=normal`` keeps it across a process crash only, for more speed.
+``synchronous=FULL`` (the default) makes a returned publish survive a power cut;
+``?synchronous=normal`` keeps it across a process crash only, for more speed. Writes are
+group-committed (see :mod:`choreograph.backends.sqlite.writer`).
 
 Deliveries handed straight to a dispatcher are inserted already leased, so the common path is one
 insert at publish and one delete at acknowledgement. A lock file (``bus.db.lock``) keeps a second
@@ -15,16 +13,11 @@ their deliveries run again at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
-import functools
 import itertools
-import logging
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
@@ -37,9 +30,11 @@ from choreograph.backends.base import (
     Handoff,
     LeaseResult,
     NewEvent,
+    TopicAppend,
 )
-from choreograph.backends.dedupe import DedupeWindow
-from choreograph.backends.sqlite_schema import SCHEMA, SCHEMA_VERSION
+from choreograph.backends.dedupe import DedupeWindow, dedupe_key
+from choreograph.backends.sqlite.schema import SCHEMA, SCHEMA_VERSION
+from choreograph.backends.sqlite.writer import RowBatch, Writer
 from choreograph.bus.deadletter import DeadLetter
 from choreograph.bus.subscription import SubscriptionRecord, SubscriptionSpec
 from choreograph.bus.topic import TopicRecord
@@ -48,43 +43,19 @@ from choreograph.events import decode_event
 
 __all__ = ["SqliteBackend"]
 
-logger = logging.getLogger(__name__)
-
 _SYNCHRONOUS: Final = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _PRUNE_EVERY_SECONDS: Final = 10.0
 _dead_letter_encoder = msgspec.json.Encoder()
 _dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
 _topic_decoder = msgspec.json.Decoder(TopicRecord)
+_entries_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, float, float]])
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class _Batch:
-    """Writes that commute with each other, applied together with ``executemany``."""
-
-    inserts: list[Row] = field(default_factory=list)
-    dedupe: list[Row] = field(default_factory=list)
-    acks: list[tuple[int]] = field(default_factory=list)
-    reschedules: list[Row] = field(default_factory=list)
-    releases: list[Row] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.inserts or self.dedupe or self.acks or self.reschedules or self.releases)
-
-
-@dataclass(slots=True)
-class _Op:
-    """A queued write: either rows for the commuting batch or a function run in order."""
-
-    rows: _Batch | None = None
-    call: Callable[[sqlite3.Connection], Any] | None = None
-    future: asyncio.Future[Any] | None = None
-
-
 class SqliteBackend(Backend):
-    """SQLite in WAL mode with group commit on a dedicated thread."""
+    """SQLite in WAL mode with group commit."""
 
     durable = True
 
@@ -96,12 +67,8 @@ class SqliteBackend(Backend):
         self.url = url
         self.path = Path(path)
         self.synchronous = _SYNCHRONOUS[synchronous.lower()]
-        self._connection: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._writer: Writer | None = None
         self._lock_file: IO[str] | None = None
-        self._ops: list[_Op] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._subscription_ids: dict[tuple[str, str], int] = {}
         self._dedupe = DedupeWindow()
@@ -111,18 +78,13 @@ class SqliteBackend(Backend):
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._acquire_lock()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="choreograph-sqlite")
         try:
-            state = await self._in_thread(self._connect)
+            connection = self._connect()
         except BaseException:
-            self._release()
+            self._release_lock()
             raise
-        max_id, subscription_ids, dedupe_rows = state
-        self._ids = itertools.count(max_id + 1)
-        self._subscription_ids = subscription_ids
-        for topic, source, event_id, expires_at in dedupe_rows:
-            self._dedupe.remember((topic, source, event_id), expires_at)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"sqlite-writer {self.path}")
+        self._writer = Writer(connection, self.path)
+        self._writer.start()
 
     def _acquire_lock(self) -> IO[str]:
         lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held until close()
@@ -139,135 +101,68 @@ class SqliteBackend(Backend):
         lock_file.flush()
         return lock_file
 
-    def _connect(self) -> tuple[int, dict[tuple[str, str], int], list[Row]]:
+    def _connect(self) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
-            connection.execute("PRAGMA busy_timeout=5000")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
+                connection.close()
                 raise BackendError(
                     f"{self.path} has schema version {version}; this choreograph reads {SCHEMA_VERSION}"
                 )
             connection.executescript(SCHEMA)
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             max_id = connection.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0]
-            subscription_ids = {
+            self._ids = itertools.count(max_id + 1)
+            self._subscription_ids = {
                 (topic, name): sub_id
                 for sub_id, topic, name in connection.execute(
                     "SELECT id, topic, name FROM subscriptions"
                 )
             }
-            dedupe = connection.execute(
-                "SELECT topic, source, event_id, expires_at FROM dedupe"
-            ).fetchall()
+            self._load_dedupe(connection)
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open {self.path}: {exc}") from exc
-        self._connection = connection
-        return max_id, subscription_ids, dedupe
+        return connection
+
+    def _load_dedupe(self, connection: sqlite3.Connection) -> None:
+        """Restore the de-duplication window, leaving out entries older than their topic."""
+        created = {
+            record.name: record.created_at
+            for record in (
+                _topic_decoder.decode(row[0])
+                for row in connection.execute("SELECT record FROM topics")
+            )
+        }
+        for (blob,) in connection.execute("SELECT entries FROM dedupe_log ORDER BY id"):
+            for topic, source, event_id, stored_at, expires_at in _entries_decoder.decode(blob):
+                if stored_at >= created.get(topic, float("inf")):
+                    self._dedupe.remember(dedupe_key(topic, source, event_id), expires_at)
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self.flush()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            await self._writer.stop()
             self._writer = None
-        if self._connection is not None:
-            await self._in_thread(self._connection.close)
-            self._connection = None
-        self._release()
+        self._release_lock()
 
-    def _release(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+    def _release_lock(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
 
-    async def flush(self) -> None:
-        await self._call(lambda connection: None)
-
-    # the writer ------------------------------------------------------------------------------
-    async def _in_thread(self, function: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise BackendError(f"{self.path} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
-
-    def _submit(self, op: _Op) -> None:
+    @property
+    def _open_writer(self) -> Writer:
         if self._writer is None:
             raise BackendError(f"{self.path} is not open")
-        self._ops.append(op)
-        self._wake.set()
+        return self._writer
 
-    def _rows(self) -> _Batch:
-        """The open commuting batch at the tail of the queue (a new one after a call)."""
-        ops = self._ops
-        if ops and ops[-1].rows is not None:
-            return ops[-1].rows
-        batch = _Batch()
-        self._submit(_Op(rows=batch))
-        return batch
+    async def _call(self, function: Any) -> Any:
+        return await self._open_writer.call(function)
 
-    async def _call(self, call: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``call`` in the writer's transaction, after every earlier write; wait for commit."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._submit(_Op(call=call, future=future))
-        return await future
-
-    async def _commit_rows(self, batch: _Batch) -> None:
-        """Queue ``batch`` and wait until it is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(_Op(rows=batch, future=future))
-        await future
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            ops, self._ops = self._ops, []
-            if not ops:
-                continue
-            try:
-                results = await self._in_thread(functools.partial(self._apply, ops))
-            except Exception as error:
-                exc = error if isinstance(error, BackendError) else BackendError(str(error))
-                exc.__cause__ = exc.__cause__ or (error if error is not exc else None)
-                failed = [op for op in ops if op.future is None]
-                if failed:
-                    logger.error("lost %d acknowledgements and reschedules: %s", len(failed), exc)
-                for op in ops:
-                    if op.future is not None and not op.future.done():
-                        op.future.set_exception(exc)
-                continue
-            for op, result in zip(ops, results, strict=True):
-                if op.future is not None and not op.future.done():
-                    op.future.set_result(result)
-
-    def _apply(self, ops: list[_Op]) -> list[Any]:
-        """One transaction for every queued write, in order; runs on the writer thread."""
-        connection = self._connection
-        assert connection is not None
-        results: list[Any] = []
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                if op.rows is not None:
-                    _write_batch(connection, op.rows)
-                    results.append(None)
-                else:
-                    assert op.call is not None
-                    results.append(op.call(connection))
-            connection.execute("COMMIT")
-        except BaseException as exc:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(f"{self.path}: {exc}") from exc
-            raise
-        return results
+    async def flush(self) -> None:
+        await self._open_writer.call(lambda connection: None)
 
     # catalog -----------------------------------------------------------------------------------
     async def save_topic(self, record: TopicRecord) -> None:
@@ -284,7 +179,6 @@ class SqliteBackend(Backend):
         for topic, subscription in [key for key in self._subscription_ids if key[0] == name]:
             await self.delete_subscription(topic, subscription)
         await self._call(lambda c: c.execute("DELETE FROM topics WHERE name = ?", (name,)))
-        await self._call(lambda c: c.execute("DELETE FROM dedupe WHERE topic = ?", (name,)))
         self._dedupe.drop_topic(name)
 
     async def load_topics(self) -> list[TopicRecord]:
@@ -321,10 +215,9 @@ class SqliteBackend(Backend):
     # queue -------------------------------------------------------------------------------------
     def _stage(
         self,
-        batch: _Batch,
+        batch: RowBatch,
         topic: str,
         events: Sequence[NewEvent],
-        duplicates: Sequence[bool],
         now: float,
         handoff: Mapping[str, Handoff],
         result: AppendResult,
@@ -334,7 +227,7 @@ class SqliteBackend(Backend):
         sub_ids = self._subscription_ids
         leased = result.leased
         inserts = batch.inserts
-        for new, duplicate in zip(events, duplicates, strict=True):
+        for new, duplicate in zip(events, result.duplicates, strict=True):
             if duplicate:
                 continue
             for name in new.subscriptions:
@@ -355,41 +248,42 @@ class SqliteBackend(Backend):
                     inserts.append((key, sub_id, new.encoded, now, now, 0, now, 0))
                     result.queued.add(name)
 
-    async def append(
-        self,
-        topic: str,
-        events: Sequence[NewEvent],
-        *,
-        now: float,
-        dedupe_window_seconds: float,
-        handoff: Mapping[str, Handoff],
-    ) -> AppendResult:
-        duplicates = self._dedupe.admit(topic, events, now=now, window=dedupe_window_seconds)
-        result = AppendResult(duplicates)
-        batch = _Batch()
-        self._stage(batch, topic, events, duplicates, now, handoff, result)
-        keys = []
-        if dedupe_window_seconds > 0:
-            expires_at = now + dedupe_window_seconds
-            for new, duplicate in zip(events, duplicates, strict=True):
-                if not duplicate:
-                    key = (topic, new.event.source, new.event.id)
-                    keys.append(key)
-                    batch.dedupe.append((int(expires_at), *key, expires_at))
+    def append(
+        self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
+    ) -> Awaitable[list[AppendResult]]:
+        writer = self._open_writer
+        batch = RowBatch()
+        results = []
+        remembered: list[str] = []
+        for topic, events, window, handoff in appends:
+            result = AppendResult(self._dedupe.admit(topic, events, now=now, window=window))
+            results.append(result)
+            self._stage(batch, topic, events, now, handoff, result)
+            if window > 0:
+                expires_at = now + window
+                for new, duplicate in zip(events, result.duplicates, strict=True):
+                    if not duplicate:
+                        event = new.event
+                        remembered.append(dedupe_key(topic, event.source, event.id))
+                        batch.dedupe.append((topic, event.source, event.id, now, expires_at))
+        batch.acks.extend((delivery.key,) for delivery in acks)
         if now - self._last_prune > _PRUNE_EVERY_SECONDS:
             self._last_prune = now
-            cutoff = int(now) - 1
-            self._submit(
-                _Op(call=lambda c: c.execute("DELETE FROM dedupe WHERE bucket < ?", (cutoff,)))
-            )
-        if not batch:
-            return result
-        try:
-            await self._commit_rows(batch)
-        except BaseException:
-            self._dedupe.forget(keys)
-            raise
-        return result
+            batch.dedupe_cutoff = now
+        done: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+
+        def committed(commit: asyncio.Future[None]) -> None:
+            if done.cancelled():
+                return
+            error = None if commit.cancelled() else commit.exception()
+            if commit.cancelled() or error is not None:
+                self._dedupe.forget(remembered)
+                done.set_exception(error or BackendError(f"{self.path}: the write was cancelled"))
+            else:
+                done.set_result(results)
+
+        writer.commit_rows(batch).add_done_callback(committed)
+        return done
 
     async def lease(
         self, topic: str, subscription: str, *, now: float, limit: int, lease_until: float
@@ -446,10 +340,10 @@ class SqliteBackend(Backend):
         return count
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        self._rows().acks.extend((delivery.key,) for delivery in deliveries)
+        self._open_writer.rows().acks.extend((delivery.key,) for delivery in deliveries)
 
     def reschedule(self, delivery: Delivery, due_at: float) -> None:
-        self._rows().reschedules.append(
+        self._open_writer.rows().reschedules.append(
             (
                 due_at,
                 delivery.last_outcome,
@@ -460,28 +354,28 @@ class SqliteBackend(Backend):
         )
 
     def release(self, deliveries: Sequence[Delivery], now: float) -> None:
-        self._rows().releases.extend((now, delivery.key) for delivery in deliveries)
+        self._open_writer.rows().releases.extend((now, delivery.key) for delivery in deliveries)
 
     async def dead_letter(
         self,
         delivery: Delivery,
         record: DeadLetter | None,
         *,
-        announce: Sequence[NewEvent],
-        announce_topic: str,
+        announce: TopicAppend | None,
         now: float,
-        handoff: Mapping[str, Handoff],
-    ) -> AppendResult:
+    ) -> AppendResult | None:
         sub_id = self._subscription_ids.get((delivery.topic, delivery.subscription))
-        result = AppendResult([False] * len(announce))
-        batch = _Batch()
-        self._stage(batch, announce_topic, announce, result.duplicates, now, handoff, result)
+        batch = RowBatch()
+        result = None
+        if announce is not None:
+            result = AppendResult([False] * len(announce.events))
+            self._stage(batch, announce.topic, announce.events, now, announce.handoff, result)
         blob = None if record is None else _dead_letter_encoder.encode(record)
 
-        def move(c: sqlite3.Connection) -> None:
+        def move(c: sqlite3.Connection) -> bool:
             removed = c.execute("DELETE FROM deliveries WHERE id = ?", (delivery.key,)).rowcount
             if not removed or sub_id is None:
-                return
+                return False
             if record is None:
                 c.execute("UPDATE subscriptions SET dropped = dropped + 1 WHERE id = ?", (sub_id,))
             else:
@@ -489,10 +383,11 @@ class SqliteBackend(Backend):
                     "INSERT INTO dead_letters (id, subscription_id, record) VALUES (?, ?, ?)",
                     (record.id, sub_id, blob),
                 )
-            _write_batch(c, batch)
+            batch.write(c)
+            return True
 
-        await self._call(move)
-        return result
+        moved = await self._call(move)
+        return result if moved else None
 
     # dead letters ------------------------------------------------------------------------------
     async def list_dead_letters(
@@ -546,7 +441,7 @@ class SqliteBackend(Backend):
                 record = _dead_letter_decoder.decode(blob)
                 encoded = msgspec.json.encode(record.event)
                 inserts.append((next(ids), sub_id, encoded, record.publish_time, now, 0, now, 0))
-            _write_batch(c, _Batch(inserts=inserts))
+            RowBatch(inserts=inserts).write(c)
             c.executemany("DELETE FROM dead_letters WHERE seq = ?", [(row[0],) for row in rows])
             return len(rows)
 
@@ -576,36 +471,8 @@ class SqliteBackend(Backend):
             row = c.execute("SELECT dropped FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
             return {"queued": queued, "deadLettered": dead, "dropped": row[0] if row else 0}
 
-        return await self._call(count)
-
-
-def _write_batch(c: sqlite3.Connection, batch: _Batch) -> None:
-    if batch.inserts:
-        c.executemany(
-            "INSERT INTO deliveries (id, subscription_id, event, published_at, ttl_start, attempts, "
-            "due_at, leased) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            batch.inserts,
-        )
-    if batch.dedupe:
-        c.executemany(
-            "INSERT OR REPLACE INTO dedupe (bucket, topic, source, event_id, expires_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            batch.dedupe,
-        )
-    if batch.acks:
-        c.executemany("DELETE FROM deliveries WHERE id = ?", batch.acks)
-    if batch.reschedules:
-        c.executemany(
-            "UPDATE deliveries SET due_at = ?, leased = 0, last_outcome = ?, last_error = ?, "
-            "last_attempt_at = ? WHERE id = ?",
-            batch.reschedules,
-        )
-    if batch.releases:
-        c.executemany(
-            "UPDATE deliveries SET due_at = ?, leased = 0, attempts = max(attempts - 1, 0) "
-            "WHERE id = ? AND leased = 1",
-            batch.releases,
-        )
+        counts: dict[str, int] = await self._call(count)
+        return counts
 
 
 def _subscription_to_dict(record: SubscriptionRecord) -> dict[str, Any]:

@@ -43,14 +43,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     record          BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_subscription ON dead_letters (subscription_id, seq);
--- Publish de-duplication: keyed by expiry second first, so inserts append and pruning cuts
--- the front of the tree.
-CREATE TABLE IF NOT EXISTS dedupe (
-    bucket      INTEGER NOT NULL,
-    topic       TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    event_id    TEXT NOT NULL,
+-- Publish de-duplication: one row per transaction, holding the (topic, source, id, stored_at,
+-- expires_at) entries it stored, so that the window survives a restart at the cost of one insert
+-- per commit rather than one per event.
+CREATE TABLE IF NOT EXISTS dedupe_log (
+    id          INTEGER PRIMARY KEY,
     expires_at  REAL NOT NULL,
-    PRIMARY KEY (bucket, topic, source, event_id)
-) WITHOUT ROWID;
+    entries     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dedupe_log_expiry ON dedupe_log (expires_at);
 """
