@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 MAX_EVENT_BYTES: Final = 1_048_576
-"""Largest event accepted, measured on its JSON form (Event Grid: 1 MB per event)."""
+"""Largest event accepted, measured on its stored JSON form (Event Grid: 1 MB per event)."""
 
 CORRELATION_ATTRIBUTES: Final = ("correlationid", "causationid", "traceparent", "tracestate")
 """Extension attributes choreograph propagates from event to event."""
@@ -53,6 +54,9 @@ _CONTEXT_ATTRIBUTES: Final = frozenset(
 )
 _RESERVED: Final = _CONTEXT_ATTRIBUTES | {"data", "data_base64"}
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 _INT32 = range(-(2**31), 2**31)
 _EVENTGRID_FIELDS: Final = frozenset(
     {"id", "topic", "subject", "eventType", "eventTime", "data", "dataVersion", "metadataVersion"}
@@ -97,11 +101,13 @@ def _require_string(name: str, value: object, *, optional: bool = False) -> None
 def _require_timestamp(name: str, value: object) -> None:
     _require_string(name, value)
     assert isinstance(value, str)
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+    parsed = None
+    if _RFC3339.fullmatch(value):
+        try:  # the pattern checks the form, fromisoformat the ranges (month 13, hour 25...)
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError:
+            parsed = None
+    if parsed is None:
         raise InvalidEventError(
             f"`{name}` must be an RFC 3339 timestamp with a time zone, got {_describe(value)}",
             attribute=name,
@@ -169,6 +175,11 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
                     "only one of `data` and `data_base64` may be present", attribute="data_base64"
                 )
             _check_base64(self.data_base64)
+        if not isinstance(self.extensions, dict):
+            raise InvalidEventError(
+                f"`extensions` must be a dict of extension attributes, got {_describe(self.extensions)}",
+                attribute="extensions",
+            )
         for name, value in self.extensions.items():
             _check_extension(name, value)
 
@@ -223,6 +234,8 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def to_json(self) -> bytes:
         """The structured-mode JSON encoding (``application/cloudevents+json``)."""
+        if self.data is not msgspec.UNSET:
+            _check_json(self.data, "data")
         return msgspec.json.encode(self.to_dict())
 
     @classmethod
@@ -320,8 +333,9 @@ class EventGridEvent(
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object, as Event Grid delivers it."""
+        """The JSON object, as Event Grid delivers it (``dataVersion`` always present)."""
         out: dict[str, Any] = msgspec.to_builtins(self)
+        out["dataVersion"] = self.data_version
         return out
 
     @classmethod
@@ -345,7 +359,7 @@ class EventGridEvent(
             event_type=obj["eventType"],
             event_time=obj["eventTime"],
             data=obj.get("data", msgspec.UNSET),
-            data_version=obj.get("dataVersion") or "",
+            data_version="" if obj.get("dataVersion") is None else obj["dataVersion"],
             metadata_version=obj.get("metadataVersion"),
             topic=obj.get("topic"),
         )
@@ -360,7 +374,7 @@ def cloudevent_from_eventgrid(event: EventGridEvent, *, topic_id: str) -> CloudE
     """
     if event.topic is not None and event.topic != topic_id:
         raise InvalidEventError(
-            f"`topic` must be {_describe(topic_id)} or absent, got {_describe(event.topic)}",
+            f'`topic` must be "{topic_id}" or absent, got {_describe(event.topic)}',
             attribute="topic",
         )
     data = event.data
@@ -424,8 +438,9 @@ def eventgrid_from_cloudevent(event: CloudEvent, *, default_time: str) -> EventG
 def _decode_json(body: bytes | str) -> Any:
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidEventError(f"the body is not valid JSON: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidEventError(f"the body is not valid JSON: {reason}") from exc
 
 
 def _parse_all(items: Iterable[object], parse: Any) -> list[Any]:
@@ -464,8 +479,49 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CloudEvent)
 
 
+def _check_json(value: object, path: str) -> None:
+    """Refuse what JSON cannot carry faithfully: msgspec would turn a set into an array, bytes
+    into base64 text, ``inf`` into null and a number key into a string."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise InvalidEventError(
+                f"`{path}` must be a finite number, got {value!r}", attribute=path
+            )
+        return
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidEventError(
+                    f"`{path}` keys must be strings, got {type(key).__name__} {key!r}",
+                    attribute=path,
+                )
+            _check_json(item, f"{path}.{key}")
+        return
+    if kind is list or kind is tuple:
+        for index, item in enumerate(value):  # type: ignore[arg-type]
+            _check_json(item, f"{path}[{index}]")
+        return
+    if isinstance(value, bool | int | str):  # subclasses such as enums encode as their value
+        return
+    if isinstance(value, float):
+        _check_json(float(value), path)
+        return
+    raise InvalidEventError(
+        f"`{path}` must be JSON (objects, arrays, strings, numbers, booleans, null), "
+        f"got {type(value).__name__}",
+        attribute=path,
+    )
+
+
 def encode_event(event: CloudEvent) -> bytes:
-    """The storage encoding of an event; refuses events over :data:`MAX_EVENT_BYTES`."""
+    """The storage encoding of an event (its JSON, extensions nested; within a few bytes of the
+    structured-mode JSON). Refuses data JSON cannot carry and events over :data:`MAX_EVENT_BYTES`
+    so measured."""
+    if event.data is not msgspec.UNSET:
+        _check_json(event.data, "data")
     try:
         encoded = _encoder.encode(event)
     except (TypeError, ValueError, OverflowError) as exc:
