@@ -14,8 +14,10 @@ and hands out. Its model:
   capacity starts on them without a round trip; a backend that cannot do that returns none and
   they are leased later.
 - A delivery is **due** from its ``due_at``. :meth:`Backend.lease` hands out due deliveries and
-  hides them until ``lease_until``; a lease that expires (its process died) makes the delivery
-  due again, so in-flight work survives a crash. Leasing counts an attempt.
+  hides them until ``lease_until``; a lease held by a process that died makes the delivery due
+  again, so in-flight work survives a crash. The embedded backends have one owner, so their
+  leases last until that owner settles them or reopens the store (:meth:`release_all_leases`);
+  a shared engine (NATS) expires them after ``lease_until``. Leasing counts an attempt.
 - Settling is ordered but need not wait: :meth:`Backend.ack`, :meth:`Backend.reschedule` and
   :meth:`Backend.release` take effect in call order and are durable once :meth:`Backend.flush`
   returns (losing one to a crash only causes a redelivery). :meth:`Backend.dead_letter` waits,

@@ -206,11 +206,9 @@ class MemoryBackend(Backend):
     async def list_dead_letters(
         self, topic: str, subscription: str, *, limit: int, after: str | None = None
     ) -> list[DeadLetter]:
-        records = list(self._records(topic, subscription).values())
-        if after is not None:
-            ids = [record.id for record in records]
-            records = records[ids.index(after) + 1 :] if after in ids else []
-        return records[:limit]
+        records = self._records(topic, subscription)
+        ids = sorted(record_id for record_id in records if after is None or record_id > after)
+        return [records[record_id] for record_id in ids[:limit]]
 
     async def get_dead_letter(
         self, topic: str, subscription: str, record_id: str

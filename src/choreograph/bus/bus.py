@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import uuid
 from types import TracebackType
 from typing import Self
 
 from choreograph.backends import open_backend
 from choreograph.backends.base import AppendResult, Delivery, TopicAppend
-from choreograph.bus.deadletter import DeadLetter, dead_lettered_event
+from choreograph.bus.deadletter import DeadLetter, dead_lettered_event, new_record_id
 from choreograph.bus.dispatcher import SubscriptionDispatcher
 from choreograph.bus.dlq import DeadLetterAdmin
 from choreograph.bus.endpoint import Endpoint, Handler, HandlerEndpoint
@@ -173,13 +172,13 @@ class Bus(Router, DeadLetterAdmin):
         now = self.clock.now()
         spec = dispatcher.record.spec
         record = DeadLetter(
-            id=str(uuid.uuid4()),
+            id=new_record_id(now),
             topic=delivery.topic,
             subscription=delivery.subscription,
             event=delivery.event,
             reason=reason.value,
             delivery_attempts=attempts,
-            last_delivery_outcome=delivery.last_outcome or "None",
+            last_delivery_outcome=delivery.last_outcome or "NotAttempted",
             last_delivery_error=delivery.last_error,
             publish_time=delivery.published_at,
             last_delivery_attempt_time=delivery.last_attempt_at,

@@ -80,9 +80,12 @@ class Catalog:
         for state in self._topics.values():
             state.rebuild_routes()
 
-    def _topic_state(self, name: str) -> TopicState:
+    def _require_open(self) -> None:
         if not self._opened:
             raise BusClosedError("the bus is not open; use `async with Bus(url) as bus`")
+
+    def _topic_state(self, name: str) -> TopicState:
+        self._require_open()
         state = self._topics.get(name)
         if state is None:
             validate_topic_name(name)
@@ -115,8 +118,13 @@ class Catalog:
         *,
         mode: Literal["create", "update", "put"],
     ) -> TopicRecord:
+        self._require_open()
         validate_topic_name(name)
         checked = spec if isinstance(spec, TopicSpec) else TopicSpec.from_dict(spec)
+        if name == SYSTEM_TOPIC and checked.input_schema != "CloudEventSchemaV1_0":
+            raise InvalidTopicError(
+                f"topic {SYSTEM_TOPIC!r} belongs to the bus and takes CloudEvents"
+            )
         existing = self._topics.get(name)
         if existing is None and mode == "update":
             raise TopicNotFoundError(f"topic {name!r} does not exist")
@@ -156,6 +164,7 @@ class Catalog:
         return self._topic_state(name).record
 
     async def list_topics(self) -> list[TopicRecord]:
+        self._require_open()
         return [state.record for _, state in sorted(self._topics.items())]
 
     async def delete_topic(self, name: str) -> None:

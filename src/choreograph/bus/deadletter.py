@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Final
 
 import msgspec
@@ -10,9 +11,25 @@ from choreograph.bus.subscription import DeliverySchema
 from choreograph.clock import format_timestamp
 from choreograph.events import CloudEvent, ExtensionValue, eventgrid_from_cloudevent
 
-__all__ = ["DEAD_LETTERED_EVENT_TYPE", "DeadLetter", "dead_lettered_event"]
+__all__ = ["DEAD_LETTERED_EVENT_TYPE", "DeadLetter", "dead_lettered_event", "new_record_id"]
 
 DEAD_LETTERED_EVENT_TYPE: Final = "Choreograph.DeadLettered"
+
+_last_record_id = 0
+
+
+def new_record_id(now: float) -> str:
+    """A dead-letter record id that sorts in dead-lettering order (UUID layout, 32 hex digits).
+
+    The first 48 bits are the millisecond, the rest random, and ids never repeat or go backwards
+    within a process, so listings page by id and a cursor stays valid after its record is gone.
+    """
+    global _last_record_id
+    value = (int(now * 1000) << 80) | int.from_bytes(os.urandom(10), "big") >> 1
+    value = max(value, _last_record_id + 1)
+    _last_record_id = value
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

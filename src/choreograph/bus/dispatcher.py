@@ -284,7 +284,7 @@ class SubscriptionDispatcher:
             else:
                 self._bus.commit_emitted(appends, batch)
                 return
-        await self._settle_failure(batch, outcome)
+        await self._settle_failure(batch, outcome, started=now)
 
     async def _expire(self, batch: list[Delivery], now: float) -> list[Delivery]:
         """Dead-letter the deliveries past their time-to-live; return the others.
@@ -304,13 +304,17 @@ class SubscriptionDispatcher:
                 live.append(delivery)
         return live
 
-    async def _settle_failure(self, live: list[Delivery], outcome: Outcome) -> None:
+    async def _settle_failure(
+        self, live: list[Delivery], outcome: Outcome, *, started: float
+    ) -> None:
+        """Record the failed attempt (made at ``started``) and retry or dead-letter; retry delays
+        count from now, when the failure is known."""
         now = self._clock.now()
         bus = self._bus
         for delivery in live:
             delivery.last_outcome = outcome.name
             delivery.last_error = outcome.detail
-            delivery.last_attempt_at = now
+            delivery.last_attempt_at = started
             decision = decide(
                 outcome,
                 self._policy,

@@ -49,6 +49,7 @@ _dead_letter_encoder = msgspec.json.Encoder()
 _dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
 _topic_decoder = msgspec.json.Decoder(TopicRecord)
 _entries_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, float, float]])
+_entries_encoder = msgspec.msgpack.Encoder()
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -128,18 +129,10 @@ class SqliteBackend(Backend):
         return connection
 
     def _load_dedupe(self, connection: sqlite3.Connection) -> None:
-        """Restore the de-duplication window, leaving out entries older than their topic."""
-        created = {
-            record.name: record.created_at
-            for record in (
-                _topic_decoder.decode(row[0])
-                for row in connection.execute("SELECT record FROM topics")
-            )
-        }
+        """Restore the de-duplication window."""
         for (blob,) in connection.execute("SELECT entries FROM dedupe_log ORDER BY id"):
-            for topic, source, event_id, stored_at, expires_at in _entries_decoder.decode(blob):
-                if stored_at >= created.get(topic, float("inf")):
-                    self._dedupe.remember(dedupe_key(topic, source, event_id), expires_at)
+            for topic, source, event_id, _, expires_at in _entries_decoder.decode(blob):
+                self._dedupe.remember(dedupe_key(topic, source, event_id), expires_at)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -178,7 +171,22 @@ class SqliteBackend(Backend):
     async def delete_topic(self, name: str) -> None:
         for topic, subscription in [key for key in self._subscription_ids if key[0] == name]:
             await self.delete_subscription(topic, subscription)
-        await self._call(lambda c: c.execute("DELETE FROM topics WHERE name = ?", (name,)))
+
+        def forget(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM topics WHERE name = ?", (name,))
+            # The window's log mixes topics in one row per commit; rewrite the rows it touches.
+            for row_id, blob in c.execute("SELECT id, entries FROM dedupe_log").fetchall():
+                entries = _entries_decoder.decode(blob)
+                kept = [entry for entry in entries if entry[0] != name]
+                if not kept:
+                    c.execute("DELETE FROM dedupe_log WHERE id = ?", (row_id,))
+                elif len(kept) < len(entries):
+                    c.execute(
+                        "UPDATE dedupe_log SET entries = ? WHERE id = ?",
+                        (_entries_encoder.encode(kept), row_id),
+                    )
+
+        await self._call(forget)
         self._dedupe.drop_topic(name)
 
     async def load_topics(self) -> list[TopicRecord]:
@@ -398,9 +406,9 @@ class SqliteBackend(Backend):
             return []
         rows = await self._call(
             lambda c: c.execute(
-                "SELECT record FROM dead_letters WHERE subscription_id = ? AND seq > "
-                "coalesce((SELECT seq FROM dead_letters WHERE id = ?), 0) ORDER BY seq LIMIT ?",
-                (sub_id, after, limit),
+                "SELECT record FROM dead_letters WHERE subscription_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (sub_id, after or "", limit),
             ).fetchall()
         )
         return [_dead_letter_decoder.decode(row[0]) for row in rows]

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     subscription_id INTEGER NOT NULL,
     record          BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS dead_letters_by_subscription ON dead_letters (subscription_id, seq);
+CREATE INDEX IF NOT EXISTS dead_letters_by_subscription ON dead_letters (subscription_id, id);
 -- Publish de-duplication: one row per transaction, holding the (topic, source, id, stored_at,
 -- expires_at) entries it stored, so that the window survives a restart at the cost of one insert
 -- per commit rather than one per event.

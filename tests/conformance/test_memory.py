@@ -1,0 +1,17 @@
+"""The bus conformance suite on the in-memory backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from choreograph.testing import BusConformance
+
+
+class TestMemoryBus(BusConformance):
+    durable = False
+
+    @pytest.fixture
+    def bus_url(self, tmp_path: Path) -> str:
+        return "memory://"
