@@ -58,6 +58,9 @@ _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 _INT32 = range(-(2**31), 2**31)
+_KNOWN_EXTENSIONS: set[str] = set(CORRELATION_ATTRIBUTES)
+"""Extension names already found valid, so that checking one is a set lookup."""
+_KNOWN_EXTENSIONS_LIMIT: Final = 1024
 _EVENTGRID_FIELDS: Final = frozenset(
     {"id", "topic", "subject", "eventType", "eventTime", "data", "dataVersion", "metadataVersion"}
 )
@@ -115,15 +118,19 @@ def _require_timestamp(name: str, value: object) -> None:
 
 
 def _check_extension(name: object, value: object) -> None:
-    if not isinstance(name, str) or not _EXTENSION_NAME.fullmatch(name):
+    if name in _KNOWN_EXTENSIONS:
+        pass
+    elif not isinstance(name, str) or not _EXTENSION_NAME.fullmatch(name):
         raise InvalidEventError(
             f"extension attribute name {_describe(name)} must be 1-20 lower-case letters or digits",
             attribute=str(name),
         )
-    if name in _RESERVED:
+    elif name in _RESERVED:
         raise InvalidEventError(
             f"`{name}` is a CloudEvents attribute, not an extension", attribute=name
         )
+    elif len(_KNOWN_EXTENSIONS) < _KNOWN_EXTENSIONS_LIMIT:
+        _KNOWN_EXTENSIONS.add(name)
     if isinstance(value, bool) or (isinstance(value, str) and value):
         return
     if isinstance(value, int):
@@ -156,17 +163,24 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     extensions: dict[str, ExtensionValue] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.specversion != "1.0":
-            raise InvalidEventError(
-                f'`specversion` must be "1.0", got {_describe(self.specversion)}',
-                attribute="specversion",
-            )
-        _require_string("id", self.id)
-        _require_string("source", self.source)
-        _require_string("type", self.type)
-        _require_string("subject", self.subject, optional=True)
-        _require_string("datacontenttype", self.datacontenttype, optional=True)
-        _require_string("dataschema", self.dataschema, optional=True)
+        # Every event passes here, on construction and on decoding: the common case is checked
+        # in one expression, and the precise error is worked out only when it fails.
+        if (
+            self.specversion != "1.0"
+            or type(self.id) is not str
+            or not self.id
+            or type(self.source) is not str
+            or not self.source
+            or type(self.type) is not str
+            or not self.type
+        ):
+            self._refuse_required()
+        if self.subject is not None:
+            _require_string("subject", self.subject)
+        if self.datacontenttype is not None:
+            _require_string("datacontenttype", self.datacontenttype)
+        if self.dataschema is not None:
+            _require_string("dataschema", self.dataschema)
         if self.time is not None:
             _require_timestamp("time", self.time)
         if self.data_base64 is not None:
@@ -175,13 +189,25 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
                     "only one of `data` and `data_base64` may be present", attribute="data_base64"
                 )
             _check_base64(self.data_base64)
-        if not isinstance(self.extensions, dict):
+        extensions = self.extensions
+        if type(extensions) is not dict:
             raise InvalidEventError(
-                f"`extensions` must be a dict of extension attributes, got {_describe(self.extensions)}",
+                f"`extensions` must be a dict of extension attributes, got {_describe(extensions)}",
                 attribute="extensions",
             )
-        for name, value in self.extensions.items():
-            _check_extension(name, value)
+        for name, value in extensions.items():
+            if name not in _KNOWN_EXTENSIONS or type(value) is not str or not value:
+                _check_extension(name, value)
+
+    def _refuse_required(self) -> None:
+        if self.specversion != "1.0":
+            raise InvalidEventError(
+                f'`specversion` must be "1.0", got {_describe(self.specversion)}',
+                attribute="specversion",
+            )
+        _require_string("id", self.id)
+        _require_string("source", self.source)
+        _require_string("type", self.type)
 
     @property
     def has_data(self) -> bool:
@@ -482,37 +508,39 @@ _decoder = msgspec.json.Decoder(CloudEvent)
 def _check_json(value: object, path: str) -> None:
     """Refuse what JSON cannot carry faithfully: msgspec would turn a set into an array, bytes
     into base64 text, ``inf`` into null and a number key into a string."""
+    problem = _not_json(value)
+    if problem is not None:
+        where, message = problem
+        raise InvalidEventError(f"`{path}{where}` {message}", attribute=f"{path}{where}")
+
+
+def _not_json(value: object) -> tuple[str, str] | None:
+    """Where in ``value`` JSON stops, and why; None when it is JSON throughout. The path is
+    built only on the way back from a failure, so valid data costs no string work."""
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
-        return
-    if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            raise InvalidEventError(
-                f"`{path}` must be a finite number, got {value!r}", attribute=path
-            )
-        return
+        return None
     if kind is dict:
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:
-                raise InvalidEventError(
-                    f"`{path}` keys must be strings, got {type(key).__name__} {key!r}",
-                    attribute=path,
-                )
-            _check_json(item, f"{path}.{key}")
-        return
+                return "", f"keys must be strings, got {type(key).__name__} {key!r}"
+            problem = _not_json(item)
+            if problem is not None:
+                return f".{key}{problem[0]}", problem[1]
+        return None
     if kind is list or kind is tuple:
         for index, item in enumerate(value):  # type: ignore[arg-type]
-            _check_json(item, f"{path}[{index}]")
-        return
-    if isinstance(value, bool | int | str):  # subclasses such as enums encode as their value
-        return
+            problem = _not_json(item)
+            if problem is not None:
+                return f"[{index}]{problem[0]}", problem[1]
+        return None
     if isinstance(value, float):
-        _check_json(float(value), path)
-        return
-    raise InvalidEventError(
-        f"`{path}` must be JSON (objects, arrays, strings, numbers, booleans, null), "
-        f"got {type(value).__name__}",
-        attribute=path,
+        return None if math.isfinite(value) else ("", f"must be a finite number, got {value!r}")
+    if isinstance(value, bool | int | str):  # subclasses such as enums encode as their value
+        return None
+    return "", (
+        "must be JSON (objects, arrays, strings, numbers, booleans, null), "
+        f"got {type(value).__name__}"
     )
 
 

@@ -1,4 +1,7 @@
-"""Rewrite the asserts of the conformance suite, which lives in the package, not under tests/."""
+"""Rewrite the asserts of the conformance suite, which lives in the package, not under tests/.
+
+Registering the package name covers every module in it, as long as none is imported yet.
+"""
 
 from __future__ import annotations
 

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from choreograph.testing import BusConformance
+from choreograph.testing.conformance import BusConformance
 
 
 class TestMemoryBus(BusConformance):
-    durable = False
-
     @pytest.fixture
     def bus_url(self, tmp_path: Path) -> str:
         return "memory://"

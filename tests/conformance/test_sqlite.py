@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from choreograph.testing import BusConformance
+from choreograph.testing.conformance import DurableBusConformance
 
 
-class TestSqliteBus(BusConformance):
-    durable = True
-
+class TestSqliteBus(DurableBusConformance):
     @pytest.fixture
     def bus_url(self, tmp_path: Path) -> str:
         return "sqlite:///" + str(tmp_path / "bus.db")

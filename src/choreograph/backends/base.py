@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from choreograph.bus.deadletter import DeadLetter
@@ -97,15 +97,25 @@ class TopicAppend(NamedTuple):
     handoff: Mapping[str, Handoff]
 
 
-@dataclass(slots=True)
 class AppendResult:
     """``duplicates[i]`` is True when event i was already stored within the window;
     ``leased`` maps a subscription to the deliveries handed off to the caller, and ``queued``
     names the subscriptions that got deliveries not handed off (to be leased later)."""
 
-    duplicates: list[bool]
-    leased: dict[str, list[Delivery]] = field(default_factory=dict)
-    queued: set[str] = field(default_factory=set)
+    __slots__ = ("duplicates", "leased", "queued")
+
+    def __init__(self, duplicates: list[bool]) -> None:
+        self.duplicates = duplicates
+        self.leased: dict[str, list[Delivery]] = {}
+        self.queued: set[str] = _NONE_QUEUED
+
+    def mark_queued(self, subscription: str) -> None:
+        if self.queued is _NONE_QUEUED:
+            self.queued = set()
+        self.queued.add(subscription)
+
+
+_NONE_QUEUED: set[str] = set()
 
 
 @dataclass(slots=True)

@@ -132,7 +132,7 @@ class MemoryBackend(Backend):
                 else:
                     delivery = Delivery(key, topic, name, new.event, now, now, 0)
                     heapq.heappush(queue.due, (now, key, delivery))
-                    result.queued.add(name)
+                    result.mark_queued(name)
 
     async def lease(
         self, topic: str, subscription: str, *, now: float, limit: int, lease_until: float

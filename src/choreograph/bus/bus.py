@@ -192,7 +192,7 @@ class Bus(Router, DeadLetterAdmin):
             announce = TopicAppend(
                 SYSTEM_TOPIC,
                 events,
-                system.record.spec.deduplication_window_seconds,
+                system.dedupe_window_seconds,
                 self._handoffs(SYSTEM_TOPIC, events, now),
             )
         logger.warning(

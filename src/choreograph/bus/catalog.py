@@ -46,10 +46,16 @@ class TopicState:
     record: TopicRecord
     subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
+    takes_cloudevents: bool = False
+    dedupe_window_seconds: float = 0.0
 
-    @property
-    def takes_cloudevents(self) -> bool:
-        return self.record.spec.input_schema == "CloudEventSchemaV1_0"
+    def __post_init__(self) -> None:
+        self.set_record(self.record)
+
+    def set_record(self, record: TopicRecord) -> None:
+        self.record = record
+        self.takes_cloudevents = record.spec.input_schema == "CloudEventSchemaV1_0"
+        self.dedupe_window_seconds = record.spec.deduplication_window_seconds
 
     def rebuild_routes(self) -> None:
         self.routes = [
@@ -157,7 +163,7 @@ class Catalog:
         if existing is None:
             self._topics[name] = TopicState(record)
         else:
-            existing.record = record
+            existing.set_record(record)
         return record
 
     async def get_topic(self, name: str) -> TopicRecord:
@@ -188,7 +194,7 @@ class Catalog:
         keys = {"key1": old.key1, "key2": old.key2, key_name: new_access_key()}
         record = TopicRecord(name=name, spec=old.spec, created_at=old.created_at, **keys)
         await self.backend.save_topic(record)
-        state.record = record
+        state.set_record(record)
         return record
 
     # subscriptions -----------------------------------------------------------------------------

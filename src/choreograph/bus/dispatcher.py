@@ -22,8 +22,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from choreograph.backends.base import Delivery, Handoff
-from choreograph.bus.endpoint import Attempt, Endpoint
-from choreograph.bus.retry import Ack, DeadLetterReason, Outcome, RetryAt, decide, ttl_expired
+from choreograph.bus.endpoint import (
+    Attempt,
+    Endpoint,
+    HandlerEndpoint,
+    outcome_of_exception,
+    outcome_of_return,
+)
+from choreograph.bus.retry import (
+    DELIVERED,
+    Ack,
+    DeadLetterReason,
+    Outcome,
+    RetryAt,
+    decide,
+    ttl_expired,
+)
 from choreograph.bus.subscription import SubscriptionRecord
 from choreograph.clock import TimerHandle, format_timestamp
 from choreograph.errors import NotFoundError, ValidationError
@@ -216,10 +230,23 @@ class SubscriptionDispatcher:
 
     # the workers -------------------------------------------------------------------------------
     async def _work(self, worker: _Worker) -> None:
+        """Take batches from the buffer and deliver them, one attempt at a time.
+
+        This is the hot path, written as one loop: the attempt, its timeout bookkeeping and the
+        common outcome (delivered) are inline; everything else goes to helper methods.
+        """
         buffer = self._buffer
         batch_size = self._batch_size
+        batched = batch_size > 1
         loop = asyncio.get_running_loop()
         bus = self._bus
+        clock = self._clock
+        ttl = self._ttl_seconds
+        timeout = self._timeout
+        backend = self._backend
+        endpoint = self.endpoint
+        # An in-process handler is called directly, without the endpoint's extra coroutine.
+        handler = endpoint.handler if type(endpoint) is HandlerEndpoint else None
         while True:
             while not buffer:
                 if self._stopping:
@@ -236,9 +263,54 @@ class SubscriptionDispatcher:
             self._in_flight += size
             worker.batch = batch
             try:
-                await self._deliver(batch, worker)
+                now = clock.now()
+                for delivery in batch:
+                    if now > delivery.ttl_start + ttl:
+                        batch = await self._expire(batch, now)
+                        break
+                if batch:
+                    first = batch[0]
+                    attempt = (
+                        self._first_attempt
+                        if first.attempts == 1
+                        else Attempt(
+                            self.topic, self.name, first.attempts - 1, self._schema, batched
+                        )
+                    )
+                    if self._eventgrid:
+                        events = self._eventgrid_events(batch, now)
+                    else:
+                        events = [delivery.event for delivery in batch]
+                    worker.attempt += 1
+                    number = worker.running = worker.attempt
+                    worker.deadline = now + timeout
+                    if worker.timer is None:
+                        worker.timer = clock.call_at(
+                            worker.deadline, functools.partial(self._watch, worker)
+                        )
+                    try:
+                        if handler is not None:
+                            outcome = outcome_of_return(
+                                await handler(events if batched else events[0])
+                            )
+                        else:
+                            outcome = await endpoint.deliver(events, attempt)
+                    except asyncio.CancelledError:
+                        if worker.timed_out != number:
+                            raise
+                        outcome = self._timed_out()
+                    except Exception as exc:
+                        outcome = outcome_of_exception(exc, attempt)
+                    finally:
+                        worker.running = 0
+                    if worker.timed_out == number and outcome is not TIMED_OUT:
+                        outcome = self._timed_out()  # the endpoint swallowed the cancellation
+                    if outcome is DELIVERED:
+                        backend.ack(batch)
+                    else:
+                        await self._settle(batch, outcome, started=now)
             except asyncio.CancelledError:
-                self._backend.release(worker.batch, self._clock.now())
+                backend.release(worker.batch, clock.now())
                 raise
             finally:
                 worker.batch = ()
@@ -248,29 +320,20 @@ class SubscriptionDispatcher:
             if bus.watched:
                 bus.state_changed()
 
-    async def _deliver(self, batch: list[Delivery], worker: _Worker) -> None:
-        now = self._clock.now()
-        ttl = self._ttl_seconds
-        for delivery in batch:
-            if now > delivery.ttl_start + ttl:
-                batch = await self._expire(batch, now)
-                if not batch:
-                    return
-                break
-        first = batch[0]
-        if first.attempts == 1:
-            attempt = self._first_attempt
-        else:
-            attempt = Attempt(
-                self.topic, self.name, first.attempts - 1, self._schema, self._batch_size > 1
-            )
-        events: list[CloudEvent | EventGridEvent]
-        if self._eventgrid:
-            stamp = format_timestamp(now)
-            events = [eventgrid_from_cloudevent(d.event, default_time=stamp) for d in batch]
-        else:
-            events = [d.event for d in batch]
-        outcome = await self._attempt(worker, events, attempt, now + self._timeout)
+    @staticmethod
+    def _timed_out() -> Outcome:
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        return TIMED_OUT
+
+    @staticmethod
+    def _eventgrid_events(batch: list[Delivery], now: float) -> list[CloudEvent | EventGridEvent]:
+        stamp = format_timestamp(now)
+        return [eventgrid_from_cloudevent(d.event, default_time=stamp) for d in batch]
+
+    async def _settle(self, batch: list[Delivery], outcome: Outcome, *, started: float) -> None:
+        """Settle an attempt that did not end plainly delivered."""
         if outcome.delivered:
             if not outcome.emitted:
                 self._backend.ack(batch)
@@ -284,7 +347,7 @@ class SubscriptionDispatcher:
             else:
                 self._bus.commit_emitted(appends, batch)
                 return
-        await self._settle_failure(batch, outcome, started=now)
+        await self._settle_failure(batch, outcome, started=started)
 
     async def _expire(self, batch: list[Delivery], now: float) -> list[Delivery]:
         """Dead-letter the deliveries past their time-to-live; return the others.
@@ -328,39 +391,6 @@ class SubscriptionDispatcher:
                 self.notify_due(decision.due_at)
             elif not isinstance(decision, Ack):
                 await bus.dead_letter(self, delivery, decision.reason, attempts=delivery.attempts)
-
-    async def _attempt(
-        self,
-        worker: _Worker,
-        events: Sequence[CloudEvent | EventGridEvent],
-        attempt: Attempt,
-        deadline: float,
-    ) -> Outcome:
-        worker.attempt += 1
-        number = worker.running = worker.attempt
-        worker.deadline = deadline
-        if worker.timer is None:
-            worker.timer = self._clock.call_at(deadline, functools.partial(self._watch, worker))
-        try:
-            outcome = await self.endpoint.deliver(events, attempt)
-        except asyncio.CancelledError:
-            if worker.timed_out != number:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            return TIMED_OUT
-        except Exception as exc:
-            logger.exception("endpoint of %s/%s raised", self.topic, self.name)
-            return Outcome(status=500, name="GenericError", detail=f"{type(exc).__name__}: {exc}")
-        finally:
-            worker.running = 0
-        if worker.timed_out == number:  # the endpoint swallowed the cancellation
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            return TIMED_OUT
-        return outcome
 
     def _watch(self, worker: _Worker) -> None:
         worker.timer = None

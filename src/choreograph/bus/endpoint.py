@@ -17,7 +17,15 @@ from choreograph.bus.subscription import DeliverySchema
 from choreograph.errors import Reject, Retry
 from choreograph.events import CloudEvent, EventGridEvent
 
-__all__ = ["Attempt", "Emit", "Endpoint", "Handler", "HandlerEndpoint"]
+__all__ = [
+    "Attempt",
+    "Emit",
+    "Endpoint",
+    "Handler",
+    "HandlerEndpoint",
+    "outcome_of_exception",
+    "outcome_of_return",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +72,10 @@ class Endpoint(Protocol):
 class HandlerEndpoint:
     """Calls an async handler in this process.
 
-    Returning is success; :class:`~choreograph.errors.Retry` is a transient failure (503, with
-    its delay as ``Retry-After``); :class:`~choreograph.errors.Reject` dead-letters the event at
-    once; any other exception is a failure retried on the policy (500).
+    Returning is success (returning :class:`Emit` pairs publishes them with the acknowledgement);
+    :class:`~choreograph.errors.Retry` is a transient failure (503, with its delay as
+    ``Retry-After``); :class:`~choreograph.errors.Reject` dead-letters the event at once; any
+    other exception is a failure retried on the policy (500).
     """
 
     def __init__(self, handler: Handler) -> None:
@@ -77,26 +86,33 @@ class HandlerEndpoint:
     ) -> Outcome:
         try:
             emitted = await self.handler(list(events) if attempt.batched else events[0])
-        except Retry as signal:
-            return Outcome(
-                status=503,
-                name="Busy",
-                detail=signal.reason,
-                retry_after_seconds=signal.delay_seconds,
-            )
-        except Reject as signal:
-            return Outcome(status=400, name="Rejected", detail=signal.reason, rejected=True)
         except Exception as exc:
-            logger.warning(
-                "handler of %s/%s failed on attempt %d: %r",
-                attempt.topic,
-                attempt.subscription,
-                attempt.delivery_count + 1,
-                exc,
-            )
-            return Outcome(status=500, name="GenericError", detail=f"{type(exc).__name__}: {exc}")
-        if emitted is None:
-            return DELIVERED
-        if isinstance(emitted, Emit):
-            return Outcome(status=200, name="Delivered", emitted=(emitted,))
-        return Outcome(status=200, name="Delivered", emitted=tuple(emitted))
+            return outcome_of_exception(exc, attempt)
+        return outcome_of_return(emitted)
+
+
+def outcome_of_return(emitted: Emit | Sequence[Emit] | None) -> Outcome:
+    """The outcome of a handler that returned ``emitted``."""
+    if emitted is None:
+        return DELIVERED
+    if isinstance(emitted, Emit):
+        return Outcome(status=200, name="Delivered", emitted=(emitted,))
+    return Outcome(status=200, name="Delivered", emitted=tuple(emitted))
+
+
+def outcome_of_exception(exc: Exception, attempt: Attempt) -> Outcome:
+    """The outcome of a handler (or endpoint) that raised ``exc``."""
+    if isinstance(exc, Retry):
+        return Outcome(
+            status=503, name="Busy", detail=exc.reason, retry_after_seconds=exc.delay_seconds
+        )
+    if isinstance(exc, Reject):
+        return Outcome(status=400, name="Rejected", detail=exc.reason, rejected=True)
+    logger.warning(
+        "handler of %s/%s failed on attempt %d: %r",
+        attempt.topic,
+        attempt.subscription,
+        attempt.delivery_count + 1,
+        exc,
+    )
+    return Outcome(status=500, name="GenericError", detail=f"{type(exc).__name__}: {exc}")

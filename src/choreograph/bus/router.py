@@ -34,8 +34,10 @@ class Router(Catalog):
         whose (``source``, ``id``) the topic stored within its de-duplication window is
         acknowledged without being stored again.
         """
-        state = self._topic_state(topic)
-        if isinstance(events, CloudEvent) and state.takes_cloudevents:
+        state = self._topics.get(topic) if self._opened else None
+        if state is None:
+            state = self._topic_state(topic)  # raises the right error
+        if type(events) is CloudEvent and state.takes_cloudevents:
             new_events: Sequence[NewEvent] = (self._prepare(state, events),)
         else:
             new_events = self._prepare_all(state, events)
@@ -43,7 +45,7 @@ class Router(Catalog):
         append = TopicAppend(
             topic,
             new_events,
-            state.record.spec.deduplication_window_seconds,
+            state.dedupe_window_seconds,
             self._handoffs(topic, new_events, now),
         )
         results = await self.backend.append((append,), now=now)
@@ -136,7 +138,7 @@ class Router(Catalog):
             TopicAppend(
                 topic,
                 events,
-                self._topic_state(topic).record.spec.deduplication_window_seconds,
+                self._topic_state(topic).dedupe_window_seconds,
                 self._handoffs(topic, events, now),
             )
             for topic, events in grouped.items()

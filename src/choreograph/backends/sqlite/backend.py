@@ -254,7 +254,7 @@ class SqliteBackend(Backend):
                         handed.append(delivery)
                 else:
                     inserts.append((key, sub_id, new.encoded, now, now, 0, now, 0))
-                    result.queued.add(name)
+                    result.mark_queued(name)
 
     def append(
         self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
