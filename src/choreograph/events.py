@@ -17,6 +17,7 @@ import base64
 import binascii
 import math
 import os
+import random
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -68,10 +69,19 @@ _EVENTGRID_FIELDS: Final = frozenset(
 ExtensionValue = str | int | bool
 
 
+_random = random.Random()  # seeded from os.urandom
+_random_bits = _random.getrandbits
+os.register_at_fork(after_in_child=_random.seed)  # a forked child must not repeat its parent's ids
+_UUID4_MASK: Final = 0xFFFFFFFF_FFFF_0FFF_3FFF_FFFFFFFFFFFF
+_UUID4_BITS: Final = 0x00000000_0000_4000_8000_000000000000
+
+
 def _new_id() -> str:
-    """A random (version 4) UUID string, twice as fast as ``str(uuid.uuid4())``."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID string, several times faster than ``str(uuid.uuid4())``.
+
+    Event ids must be unique, not secret, so the standard generator serves."""
+    h = "%032x" % (_random_bits(128) & _UUID4_MASK | _UUID4_BITS)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _describe(value: object) -> str:
@@ -520,6 +530,8 @@ def _not_json(value: object) -> tuple[str, str] | None:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return None
+    if kind is float:
+        return None if math.isfinite(value) else ("", f"must be a finite number, got {value!r}")  # type: ignore[arg-type]
     if kind is dict:
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:

@@ -8,7 +8,8 @@ and hands out. Its model:
 - :meth:`Backend.append` stores published events, one **delivery** per matching subscription,
   possibly for several topics at once and together with acknowledgements (a handler's emitted
   events and the ack of the delivery that caused them commit together where the engine allows).
-  It returns an awaitable that completes when they are durable. It de-duplicates on
+  It returns the results at once when the write completed in the call (in memory), or else a
+  future that completes when they are durable. It de-duplicates on
   (``source``, ``id``) within each topic's window and reports which events were duplicates. The
   bus may ask for some deliveries back already **leased** (``handoff``) so a dispatcher with free
   capacity starts on them without a round trip; a backend that cannot do that returns none and
@@ -33,7 +34,8 @@ exception chained) and never let a driver exception escape.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Mapping, Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -173,12 +175,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def append(
         self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
-    ) -> Awaitable[list[AppendResult]]:
+    ) -> list[AppendResult] | asyncio.Future[list[AppendResult]]:
         """Store the events durably (all or none), one delivery per matched subscription, and
-        acknowledge ``acks`` in the same write. The result (one per append) is ready once durable.
+        acknowledge ``acks`` in the same write: the results (one per append) once durable.
 
-        Not a coroutine: de-duplication is decided at the call, so callers may chain on the
-        returned awaitable (an ``asyncio.Future``) without a task."""
+        Not a coroutine: de-duplication is decided at the call, and the caller gets the list at
+        once when the write is already complete, or a future to chain on without a task."""
 
     @abc.abstractmethod
     async def lease(

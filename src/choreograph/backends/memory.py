@@ -6,10 +6,9 @@ nothing survives the process.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from choreograph.backends.base import (
@@ -90,7 +89,7 @@ class MemoryBackend(Backend):
     # queue -------------------------------------------------------------------------------------
     def append(
         self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
-    ) -> Awaitable[list[AppendResult]]:
+    ) -> list[AppendResult]:
         results = []
         for topic, events, window, handoff in appends:
             result = AppendResult(self._dedupe.admit(topic, events, now=now, window=window))
@@ -98,9 +97,7 @@ class MemoryBackend(Backend):
             results.append(result)
         if acks:
             self.ack(acks)
-        done: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        done.set_result(results)
-        return done
+        return results
 
     def _store(
         self,

@@ -48,6 +48,8 @@ class TopicState:
     routes: list[Route] = field(default_factory=list)
     takes_cloudevents: bool = False
     dedupe_window_seconds: float = 0.0
+    unfiltered: tuple[str, ...] | None = None
+    """Every subscription's name, when none has a filter (matching is then free)."""
 
     def __post_init__(self) -> None:
         self.set_record(self.record)
@@ -62,6 +64,10 @@ class TopicState:
             (name, compile_filter(record.spec.event_filter))
             for name, record in sorted(self.subscriptions.items())
         ]
+        if all(accepts is None for _, accepts in self.routes):
+            self.unfiltered = tuple(name for name, _ in self.routes)
+        else:
+            self.unfiltered = None
 
 
 class Catalog:

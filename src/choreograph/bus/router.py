@@ -48,13 +48,18 @@ class Router(Catalog):
             state.dedupe_window_seconds,
             self._handoffs(topic, new_events, now),
         )
-        results = await self.backend.append((append,), now=now)
+        written = self.backend.append((append,), now=now)
+        results = written if isinstance(written, list) else await written
         self._route(topic, results[0])
 
     def _prepare(self, state: TopicState, event: CloudEvent) -> NewEvent:
         """Encode (checking the size) and match a canonical event."""
         encoded = encode_event(event)
-        matched = tuple(name for name, accepts in state.routes if accepts is None or accepts(event))
+        matched = state.unfiltered
+        if matched is None:
+            matched = tuple(
+                name for name, accepts in state.routes if accepts is None or accepts(event)
+            )
         return NewEvent(event, encoded, matched)
 
     def _prepare_all(
@@ -148,12 +153,12 @@ class Router(Catalog):
         """Store emitted events and acknowledge the deliveries that caused them in one write,
         without waiting: the events are routed once durable. If the write fails, the deliveries
         stay leased and run again when their lease expires (the re-emitted ids de-duplicate)."""
+        written = self.backend.append(appends, now=self._now(), acks=acks)
+        if isinstance(written, list):  # written at once (in memory): route now
+            self._route_emitted(appends, written)
+            return
         self._pending_commits += 1
-        written = asyncio.ensure_future(self.backend.append(appends, now=self._now(), acks=acks))
-        if written.done():  # an in-memory backend: route now rather than on the next loop turn
-            self._emitted_committed(appends, written)
-        else:
-            written.add_done_callback(lambda future: self._emitted_committed(appends, future))
+        written.add_done_callback(lambda future: self._emitted_committed(appends, future))
 
     def _emitted_committed(
         self, appends: list[TopicAppend], future: asyncio.Future[list[AppendResult]]
@@ -162,7 +167,10 @@ class Router(Catalog):
         if future.cancelled() or future.exception() is not None:
             self._commit_failed(future)
             return
-        for append, result in zip(appends, future.result(), strict=True):
+        self._route_emitted(appends, future.result())
+
+    def _route_emitted(self, appends: list[TopicAppend], results: list[AppendResult]) -> None:
+        for append, result in zip(appends, results, strict=True):
             self._route(append.topic, result)
         self.state_changed()
 

@@ -17,7 +17,7 @@ import fcntl
 import itertools
 import os
 import sqlite3
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
@@ -258,7 +258,7 @@ class SqliteBackend(Backend):
 
     def append(
         self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
-    ) -> Awaitable[list[AppendResult]]:
+    ) -> asyncio.Future[list[AppendResult]]:
         writer = self._open_writer
         batch = RowBatch()
         results = []
