@@ -18,8 +18,8 @@ run: $(STAMP)
 	$(BIN)/choreograph up
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src apps tests bench
+	$(BIN)/ruff format --check src apps tests bench
 	$(BIN)/mypy
 
 test: lint

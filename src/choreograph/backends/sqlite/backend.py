@@ -13,9 +13,7 @@ their deliveries run again at once.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
-import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,12 +31,13 @@ from choreograph.backends.base import (
     TopicAppend,
 )
 from choreograph.backends.dedupe import DedupeWindow, dedupe_key
+from choreograph.backends.sqlite.files import acquire_lock, connect, migrate
 from choreograph.backends.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from choreograph.backends.sqlite.writer import RowBatch, Writer
 from choreograph.bus.deadletter import DeadLetter
 from choreograph.bus.subscription import SubscriptionRecord, SubscriptionSpec
 from choreograph.bus.topic import TopicRecord
-from choreograph.errors import BackendError, BackendLockedError, ConfigError
+from choreograph.errors import BackendError, ConfigError
 from choreograph.events import decode_event
 
 __all__ = ["SqliteBackend"]
@@ -78,7 +77,7 @@ class SqliteBackend(Backend):
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self._acquire_lock()
+        self._lock_file = acquire_lock(self.path, "bus")
         try:
             connection = self._connect()
         except BaseException:
@@ -87,34 +86,10 @@ class SqliteBackend(Backend):
         self._writer = Writer(connection, self.path)
         self._writer.start()
 
-    def _acquire_lock(self) -> IO[str]:
-        lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            lock_file.close()
-            raise BackendLockedError(
-                f"{self.path} is in use by another bus process (lock {self.path}.lock is held)"
-            ) from exc
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}\n")
-        lock_file.flush()
-        return lock_file
-
     def _connect(self) -> sqlite3.Connection:
+        connection = connect(self.path, synchronous=self.synchronous)
         try:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA synchronous={self.synchronous}")
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                connection.close()
-                raise BackendError(
-                    f"{self.path} has schema version {version}; this choreograph reads {SCHEMA_VERSION}"
-                )
-            connection.executescript(SCHEMA)
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            migrate(connection, self.path, SCHEMA, SCHEMA_VERSION)
             max_id = connection.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0]
             self._ids = itertools.count(max_id + 1)
             self._subscription_ids = {
@@ -125,7 +100,11 @@ class SqliteBackend(Backend):
             }
             self._load_dedupe(connection)
         except sqlite3.Error as exc:
+            connection.close()
             raise BackendError(f"cannot open {self.path}: {exc}") from exc
+        except BackendError:
+            connection.close()
+            raise
         return connection
 
     def _load_dedupe(self, connection: sqlite3.Connection) -> None:

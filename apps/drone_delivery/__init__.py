@@ -1,0 +1,1 @@
+"""The Drone Delivery reference application: a choreography of four services."""

@@ -1,0 +1,145 @@
+"""What a handler gets beside its event: who it is, the attempt, its state, and how to emit.
+
+Emitted events carry the transaction without the handler doing anything: ``correlationid`` is
+inherited, ``causationid`` is the consumed event's id, ``traceparent`` is the handler's own span,
+and the id is derived from the consumed event's id, the handler, the emitted type and its
+position, so a retried handler re-emits identical ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from choreograph.clock import Clock, format_timestamp
+from choreograph.errors import ChoreographError
+from choreograph.events import CloudEvent, ExtensionValue
+from choreograph.sdk.state import StateView
+from choreograph.sdk.tracing import TraceContext
+
+__all__ = ["ID_NAMESPACE", "Context", "UndeclaredEventError", "emitted_id"]
+
+ID_NAMESPACE: Final = uuid.UUID("6f1d7c3e-5b0a-4c47-9d8e-0c6f2a1b9e54")
+"""Namespace of the version-5 UUIDs the SDK gives emitted events."""
+
+
+class UndeclaredEventError(ChoreographError):
+    """A handler emitted an event type it did not declare (``emits=``)."""
+
+
+def emitted_id(cause: str, service: str, handler: str, event_type: str, position: int) -> str:
+    """The deterministic id of the ``position``-th event of ``event_type`` emitted by
+    ``service``/``handler`` because of the event (or join) ``cause``."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{cause}\n{service}\n{handler}\n{event_type}\n{position}"))
+
+
+class Context:
+    """The handler's view of one delivery."""
+
+    __slots__ = (
+        "_cause",
+        "_clock",
+        "_counts",
+        "_emits",
+        "attempt",
+        "correlation_id",
+        "emitted",
+        "event",
+        "events",
+        "handler",
+        "service",
+        "state",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        handler: str,
+        event: CloudEvent,
+        attempt: int,
+        state: StateView,
+        trace: TraceContext,
+        emits: Mapping[str, str],
+        clock: Clock,
+        cause: str | None = None,
+        events: Mapping[str, CloudEvent] | None = None,
+    ) -> None:
+        self.service = service
+        self.handler = handler
+        self.event = event
+        """The event being handled (for a join, the one that completed it)."""
+        self.events: Mapping[str, CloudEvent] = events or {event.type: event}
+        """For a join, the joined events by type."""
+        self.attempt = attempt
+        """1 on the first delivery of this event to this handler, +1 per retry."""
+        self.state = state
+        self.trace = trace
+        self.correlation_id: str = event.correlationid or event.id
+        self.emitted: list[tuple[str, CloudEvent]] = []
+        self._emits = emits
+        self._clock = clock
+        self._cause = cause or event.id
+        self._counts: dict[str, int] = {}
+
+    def new_event(
+        self,
+        event_type: str,
+        data: Any = msgspec.UNSET,
+        *,
+        subject: str | None = None,
+        extensions: Mapping[str, ExtensionValue] | None = None,
+    ) -> CloudEvent:
+        """An event of a declared type, correlated with this delivery (not yet emitted)."""
+        if event_type not in self._emits:
+            declared = ", ".join(sorted(self._emits)) or "none"
+            raise UndeclaredEventError(
+                f"handler {self.service}.{self.handler} emitted {event_type!r}, which it does "
+                f"not declare (declared: {declared})"
+            )
+        position = self._counts.get(event_type, 0)
+        self._counts[event_type] = position + 1
+        cause = self.event
+        carried: dict[str, ExtensionValue] = dict(extensions or {})
+        carried["correlationid"] = self.correlation_id
+        carried["causationid"] = cause.id
+        carried["traceparent"] = self.trace.traceparent
+        tracestate = cause.extensions.get("tracestate")
+        if tracestate is not None:
+            carried["tracestate"] = tracestate
+        carried["deliveryattempt"] = self.attempt
+        return CloudEvent(
+            id=emitted_id(self._cause, self.service, self.handler, event_type, position),
+            type=event_type,
+            source=f"/services/{self.service}",
+            subject=subject if subject is not None else cause.subject,
+            time=format_timestamp(self._clock.now()),
+            datacontenttype=None if data is msgspec.UNSET else "application/json",
+            data=data,
+            extensions=carried,
+        )
+
+    def emit(
+        self,
+        event_type: str,
+        data: Any = msgspec.UNSET,
+        *,
+        subject: str | None = None,
+        extensions: Mapping[str, ExtensionValue] | None = None,
+    ) -> CloudEvent:
+        """Emit an event of a declared type once the handler succeeds; returns it."""
+        event = self.new_event(event_type, data, subject=subject, extensions=extensions)
+        self.emitted.append((self._emits[event_type], event))
+        return event
+
+    def topic_of(self, event_type: str) -> str:
+        """The topic a declared event type goes to."""
+        if event_type not in self._emits:
+            raise UndeclaredEventError(
+                f"handler {self.service}.{self.handler} does not declare {event_type!r}"
+            )
+        return self._emits[event_type]

@@ -1,0 +1,184 @@
+"""The runtime side of a handler: the bus endpoint that runs it, exactly once in effect.
+
+For each delivered event:
+
+1. the **inbox**: if this handler already handled this event id, the events it emitted then are
+   emitted again (same ids, so the topic's de-duplication absorbs them) and nothing else runs;
+2. the service's **middleware**, then the **handler**, with a context whose state changes are a
+   unit of work (undone if the handler fails);
+3. the unit and the inbox entry are **committed** to the service's store, together;
+4. the emitted events go back to the bus in the outcome; the bus stores them together with the
+   acknowledgement of this delivery.
+
+A crash between 3 and 4 is harmless: the bus redelivers, step 1 re-emits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from choreograph.bus.endpoint import Attempt, Emit, outcome_of_exception
+from choreograph.bus.retry import DELIVERED, Outcome
+from choreograph.clock import Clock
+from choreograph.errors import ChoreographError, Retry
+from choreograph.events import CloudEvent, EventGridEvent
+from choreograph.sdk.context import Context
+from choreograph.sdk.service import HandlerSpec, Service
+from choreograph.sdk.state import StateView, Unit
+from choreograph.sdk.store import ServiceStore, encode_emitted
+from choreograph.sdk.tracing import child_of
+
+__all__ = ["JOINS", "ServiceEndpoint"]
+
+JOINS = "_joins"
+"""State collection holding the partial joins, keyed by handler and correlation id."""
+
+
+class ServiceEndpoint:
+    """Delivers a subscription's events to one handler of a service."""
+
+    def __init__(
+        self, service: Service, spec: HandlerSpec, store: ServiceStore, clock: Clock
+    ) -> None:
+        self.service = service
+        self.spec = spec
+        self.store = store
+        self.clock = clock
+        self._in_progress: set[str] = set()
+        core = self._join if spec.kind == "join" else self._call
+        self._chain: Callable[[Context], Awaitable[None]] = core
+        for middleware in reversed(service.middleware):
+            self._chain = _wrap(middleware, self._chain)
+
+    async def deliver(
+        self, events: Sequence[CloudEvent | EventGridEvent], attempt: Attempt
+    ) -> Outcome:
+        event = events[0]
+        if not isinstance(event, CloudEvent):  # the runtime subscribes in CloudEvents schema
+            return Outcome(status=400, name="BadRequest", detail="expected a CloudEvent")
+        try:
+            emitted = await self.handle(event, attempt.delivery_count + 1)
+        except Exception as exc:
+            return outcome_of_exception(exc, attempt)
+        if not emitted:
+            return DELIVERED
+        return Outcome(
+            status=200,
+            name="Delivered",
+            emitted=tuple(Emit(topic, event) for topic, event in emitted),
+        )
+
+    async def handle(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
+        """Run the handler on ``event`` at most once in effect; return what it emits."""
+        name = self.spec.name
+        replay = await self.store.handled(name, event.id)
+        if replay is not None:
+            return replay
+        if event.id in self._in_progress:
+            raise Retry(f"event {event.id} is being handled by {name}", delay_seconds=1.0)
+        self._in_progress.add(event.id)
+        try:
+            async with self._join_lock(event):
+                return await self._run(event, attempt)
+        finally:
+            self._in_progress.discard(event.id)
+
+    def _join_lock(self, event: CloudEvent) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Joins of one transaction run one at a time, through their commit."""
+        if self.spec.kind != "join":
+            return contextlib.nullcontext()
+        return self.store.state.lock(f"join:{self.spec.name}:{event.correlationid or event.id}")
+
+    async def _run(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
+        unit = Unit()
+        state = self.store.state
+        context = Context(
+            service=self.service.name,
+            handler=self.spec.name,
+            event=event,
+            attempt=attempt,
+            state=StateView(state, unit),
+            trace=child_of(event.traceparent),
+            emits=self.spec.emits,
+            clock=self.clock,
+        )
+        try:
+            await self._chain(context)
+            unit.inbox = (
+                self.spec.name,
+                event.id,
+                self.clock.now(),
+                encode_emitted(context.emitted),
+            )
+            await self.store.commit(unit)
+        except BaseException:
+            state.rollback(unit)
+            raise
+        return context.emitted
+
+    async def _call(self, context: Context) -> None:
+        result = await self.spec.function(context.event, context)
+        _collect(context, result)
+
+    async def _join(self, context: Context) -> None:
+        key = f"{self.spec.name}:{context.correlation_id}"
+        record = await context.state.get(JOINS, key) or {"events": {}, "done": False}
+        if record["done"]:
+            return
+        record["events"].setdefault(context.event.type, context.event.to_dict())
+        if all(event_type in record["events"] for event_type in self.spec.consumes):
+            events = {
+                event_type: CloudEvent.from_dict(record["events"][event_type])
+                for event_type in self.spec.consumes
+            }
+            joined = Context(
+                service=context.service,
+                handler=context.handler,
+                event=context.event,
+                attempt=context.attempt,
+                state=context.state,
+                trace=context.trace,
+                emits=self.spec.emits,
+                clock=self.clock,
+                cause=f"join:{key}",
+                events=events,
+            )
+            result = await self.spec.function(events, joined)
+            _collect(joined, result)
+            context.emitted.extend(joined.emitted)
+            record["done"] = True
+        context.state.put(JOINS, key, record)
+
+
+def _collect(context: Context, result: object) -> None:
+    """Add the events a handler returned to those it emitted with ``ctx.emit``."""
+    if result is None:
+        return
+    returned: Iterable[object] = [result] if isinstance(result, CloudEvent) else result  # type: ignore[assignment]
+    if not isinstance(returned, Iterable):
+        raise ChoreographError(
+            f"handler {context.service}.{context.handler} returned {type(result).__name__}; "
+            "return None, an event or a list of events"
+        )
+    known = {event.id for _, event in context.emitted}
+    for event in returned:
+        if not isinstance(event, CloudEvent):
+            raise ChoreographError(
+                f"handler {context.service}.{context.handler} returned {type(event).__name__} "
+                "among its events; build them with ctx.new_event(...)"
+            )
+        if event.id not in known:
+            context.emitted.append((context.topic_of(event.type), event))
+            known.add(event.id)
+
+
+def _wrap(
+    middleware: Callable[[Context, Callable[[Context], Awaitable[None]]], Awaitable[None]],
+    call_next: Callable[[Context], Awaitable[None]],
+) -> Callable[[Context], Awaitable[None]]:
+    async def call(context: Context) -> None:
+        await middleware(context, call_next)
+
+    return call

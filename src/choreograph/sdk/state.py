@@ -1,0 +1,117 @@
+"""A service's own state: JSON values by collection and key, changed in units of work.
+
+Values are kept encoded, so what a handler reads is its own copy. A handler's changes apply at
+once to the state everyone in the process sees (so a handler that takes a lock, decides and
+releases it leaves the next one a consistent view) and are undone if the handler fails; they
+become durable together with the handler's inbox entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from choreograph.errors import ValidationError
+
+__all__ = ["State", "StateView", "Unit"]
+
+_encoder = msgspec.json.Encoder()
+Key = tuple[str, str]
+
+
+class Unit:
+    """The changes of one handler run: final values for the store, old values for undo."""
+
+    __slots__ = ("inbox", "undo", "writes")
+
+    def __init__(self) -> None:
+        self.writes: dict[Key, bytes | None] = {}
+        self.undo: dict[Key, bytes | None] = {}
+        self.inbox: tuple[str, str, float, bytes] | None = None
+        """(handler, event id, processed at, emitted events) recorded with the changes."""
+
+
+class State:
+    """The in-process view of a service's state, loaded from its store when it opens."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, dict[str, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def load(self, collection: str, key: str, value: bytes) -> None:
+        self._values.setdefault(collection, {})[key] = value
+
+    def raw(self, collection: str, key: str) -> bytes | None:
+        return self._values.get(collection, {}).get(key)
+
+    def set_raw(self, collection: str, key: str, value: bytes | None) -> None:
+        values = self._values.setdefault(collection, {})
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+
+    def keys(self, collection: str) -> Iterator[str]:
+        return iter(list(self._values.get(collection, {})))
+
+    def lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def rollback(self, unit: Unit) -> None:
+        for (collection, key), value in unit.undo.items():
+            self.set_raw(collection, key, value)
+
+
+class StateView:
+    """What a handler sees as ``ctx.state``: reads and writes recorded in its unit of work."""
+
+    __slots__ = ("_state", "_unit")
+
+    def __init__(self, state: State, unit: Unit) -> None:
+        self._state = state
+        self._unit = unit
+
+    async def get(self, collection: str, key: str, default: Any = None) -> Any:
+        """The value stored under ``key`` (a fresh copy), or ``default``."""
+        raw = self._state.raw(collection, key)
+        return default if raw is None else msgspec.json.decode(raw)
+
+    async def items(self, collection: str) -> list[tuple[str, Any]]:
+        """Every (key, value) of a collection."""
+        state = self._state
+        return [
+            (key, msgspec.json.decode(raw))
+            for key in state.keys(collection)
+            if (raw := state.raw(collection, key)) is not None
+        ]
+
+    def put(self, collection: str, key: str, value: Any) -> None:
+        """Store ``value`` (JSON) under ``key``; visible at once, durable with the handler."""
+        try:
+            encoded = _encoder.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"state {collection}/{key} must be JSON: {exc}") from exc
+        self._write(collection, key, encoded)
+
+    def delete(self, collection: str, key: str) -> None:
+        """Remove ``key``; visible at once, durable with the handler."""
+        self._write(collection, key, None)
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """A lock shared by every handler of this service in this process, for a
+        read-decide-write section (``async with ctx.state.lock("fleet"): ...``)."""
+        return self._state.lock(name)
+
+    def _write(self, collection: str, key: str, value: bytes | None) -> None:
+        slot = (collection, key)
+        unit = self._unit
+        if slot not in unit.undo:
+            unit.undo[slot] = self._state.raw(collection, key)
+        unit.writes[slot] = value
+        self._state.set_raw(collection, key, value)

@@ -1,0 +1,195 @@
+"""Where a service keeps its inbox (the events it has handled) and its state.
+
+``sqlite:///path/service.db`` (the default, one file per service) or ``memory://``. A handler's
+state changes and its inbox entry are written in one transaction; writes from concurrent handlers
+share a commit.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+from pathlib import Path
+from typing import IO, Final
+
+import msgspec
+
+from choreograph.backends.sqlite.files import acquire_lock, connect, migrate
+from choreograph.backends.sqlite.writer import Writer
+from choreograph.errors import ConfigError
+from choreograph.events import CloudEvent
+from choreograph.sdk.state import State, Unit
+
+__all__ = ["MemoryServiceStore", "ServiceStore", "SqliteServiceStore", "open_service_store"]
+
+Emitted = list[tuple[str, CloudEvent]]
+_emitted_decoder = msgspec.json.Decoder(list[tuple[str, CloudEvent]])
+_emitted_encoder = msgspec.json.Encoder()
+
+INBOX_RETENTION_SECONDS: Final = 7 * 86_400.0
+"""How long a handled event id is remembered; far beyond the bus's longest retry (24 h)."""
+
+SCHEMA_VERSION: Final = 1
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS state (
+    collection  TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       BLOB NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    handler       TEXT NOT NULL,
+    event_id      TEXT NOT NULL,
+    processed_at  REAL NOT NULL,
+    emitted       BLOB NOT NULL,
+    PRIMARY KEY (handler, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inbox_age ON inbox (processed_at);
+"""
+
+
+def encode_emitted(emitted: Emitted) -> bytes:
+    return _emitted_encoder.encode(emitted)
+
+
+class ServiceStore(abc.ABC):
+    """A service's inbox and state."""
+
+    def __init__(self) -> None:
+        self.state = State()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open the store and load the state."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def handled(self, handler: str, event_id: str) -> Emitted | None:
+        """What ``handler`` emitted when it handled ``event_id``, or None if it has not."""
+
+    @abc.abstractmethod
+    async def commit(self, unit: Unit) -> None:
+        """Make the unit's state changes and inbox entry durable, together."""
+
+    @abc.abstractmethod
+    async def forget_before(self, processed_before: float) -> int:
+        """Drop inbox entries older than ``processed_before``; returns how many."""
+
+
+class MemoryServiceStore(ServiceStore):
+    """Everything in memory: for tests and the in-memory bus."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inbox: dict[tuple[str, str], tuple[float, bytes]] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def handled(self, handler: str, event_id: str) -> Emitted | None:
+        entry = self._inbox.get((handler, event_id))
+        return None if entry is None else _emitted_decoder.decode(entry[1])
+
+    async def commit(self, unit: Unit) -> None:
+        if unit.inbox is not None:
+            handler, event_id, processed_at, emitted = unit.inbox
+            self._inbox[(handler, event_id)] = (processed_at, emitted)
+
+    async def forget_before(self, processed_before: float) -> int:
+        old = [key for key, (at, _) in self._inbox.items() if at < processed_before]
+        for key in old:
+            del self._inbox[key]
+        return len(old)
+
+
+class SqliteServiceStore(ServiceStore):
+    """One SQLite file per service (WAL, ``synchronous=FULL``), group-committed."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._writer: Writer | None = None
+        self._lock_file: IO[str] | None = None
+
+    async def open(self) -> None:
+        self._lock_file = acquire_lock(self.path, "service store")
+        try:
+            connection = connect(self.path, synchronous=self.synchronous)
+            migrate(connection, self.path, SCHEMA, SCHEMA_VERSION)
+            for collection, key, value in connection.execute(
+                "SELECT collection, key, value FROM state"
+            ):
+                self.state.load(collection, key, value)
+        except BaseException:
+            self._lock_file.close()
+            raise
+        self._writer = Writer(connection, self.path)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _open_writer(self) -> Writer:
+        if self._writer is None:
+            raise ConfigError(f"service store {self.path} is not open")
+        return self._writer
+
+    async def handled(self, handler: str, event_id: str) -> Emitted | None:
+        row = await self._open_writer().call(
+            lambda c: c.execute(
+                "SELECT emitted FROM inbox WHERE handler = ? AND event_id = ?", (handler, event_id)
+            ).fetchone()
+        )
+        return None if row is None else _emitted_decoder.decode(row[0])
+
+    async def commit(self, unit: Unit) -> None:
+        writes = [(collection, key, value) for (collection, key), value in unit.writes.items()]
+        inbox = unit.inbox
+
+        def write(c: sqlite3.Connection) -> None:
+            upserts = [row for row in writes if row[2] is not None]
+            if upserts:
+                c.executemany(
+                    "INSERT INTO state (collection, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+                    upserts,
+                )
+            deletes = [(collection, key) for collection, key, value in writes if value is None]
+            if deletes:
+                c.executemany("DELETE FROM state WHERE collection = ? AND key = ?", deletes)
+            if inbox is not None:
+                c.execute(
+                    "INSERT OR REPLACE INTO inbox (handler, event_id, processed_at, emitted) "
+                    "VALUES (?, ?, ?, ?)",
+                    inbox,
+                )
+
+        await self._open_writer().call(write)
+
+    async def forget_before(self, processed_before: float) -> int:
+        count: int = await self._open_writer().call(
+            lambda c: (
+                c.execute("DELETE FROM inbox WHERE processed_at < ?", (processed_before,)).rowcount
+            )
+        )
+        return count
+
+
+def open_service_store(url: str) -> ServiceStore:
+    """The store for ``url``: ``memory://`` or ``sqlite:///relative.db`` / ``sqlite:////abs.db``."""
+    if url == "memory://":
+        return MemoryServiceStore()
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return SqliteServiceStore(url[len("sqlite:///") :])
+    raise ConfigError(f"a service store URL is memory:// or sqlite:///path, got {url!r}")
