@@ -21,6 +21,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Run and inspect choreographed services on Event-Grid-style buses."""
+
+
 def _register_commands() -> None:
     """Import the command modules, each of which adds its commands to ``app``."""
     from choreograph.cli import commands  # noqa: F401

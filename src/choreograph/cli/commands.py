@@ -1,1 +1,3 @@
 """Imports every command module so that their commands register on the app."""
+
+from choreograph.cli import graph, up  # noqa: F401

@@ -82,6 +82,8 @@ class Service:
     retry_policy: RetryPolicy | None = None
     """Default retry policy of the service's subscriptions (the bus default otherwise)."""
     middleware: Sequence[Middleware] = ()
+    publishes: Mapping[str, str] = field(default_factory=dict)
+    """Events the service publishes outside its handlers (an HTTP API...): type -> topic."""
     handlers: list[HandlerSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -184,6 +186,9 @@ class Service:
         return {
             "service": self.name,
             "description": self.description,
+            "publishes": [
+                {"type": t, "topic": topic} for t, topic in sorted(self.publishes.items())
+            ],
             "handlers": [spec.declaration() for spec in self.handlers],
         }
 
