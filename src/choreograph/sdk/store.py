@@ -16,7 +16,7 @@ import msgspec
 
 from choreograph.backends.sqlite.files import acquire_lock, connect, migrate
 from choreograph.backends.sqlite.writer import Writer
-from choreograph.errors import ConfigError
+from choreograph.errors import BackendError, ConfigError
 from choreograph.events import CloudEvent
 from choreograph.sdk.state import State, Unit
 
@@ -115,6 +115,7 @@ class SqliteServiceStore(ServiceStore):
         self.path = Path(path)
         self.synchronous = synchronous
         self._writer: Writer | None = None
+        self._reader: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
 
     async def open(self) -> None:
@@ -126,6 +127,10 @@ class SqliteServiceStore(ServiceStore):
                 "SELECT collection, key, value FROM state"
             ):
                 self.state.load(collection, key, value)
+            # Inbox lookups read committed rows on their own connection, at once, instead of
+            # waiting for the writer's next commit; an entry being committed is still guarded by
+            # the endpoint's in-progress set.
+            self._reader = connect(self.path, synchronous=self.synchronous)
         except BaseException:
             self._lock_file.close()
             raise
@@ -136,6 +141,9 @@ class SqliteServiceStore(ServiceStore):
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -146,11 +154,14 @@ class SqliteServiceStore(ServiceStore):
         return self._writer
 
     async def handled(self, handler: str, event_id: str) -> Emitted | None:
-        row = await self._open_writer().call(
-            lambda c: c.execute(
+        if self._reader is None:
+            raise ConfigError(f"service store {self.path} is not open")
+        try:
+            row = self._reader.execute(
                 "SELECT emitted FROM inbox WHERE handler = ? AND event_id = ?", (handler, event_id)
             ).fetchone()
-        )
+        except sqlite3.Error as exc:
+            raise BackendError(f"{self.path}: {exc}") from exc
         return None if row is None else _emitted_decoder.decode(row[0])
 
     async def commit(self, unit: Unit) -> None:
