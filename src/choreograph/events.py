@@ -33,6 +33,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "CloudEvent",
     "EventGridEvent",
+    "check_json",
     "cloudevent_from_eventgrid",
     "decode_event",
     "encode_event",
@@ -271,7 +272,7 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     def to_json(self) -> bytes:
         """The structured-mode JSON encoding (``application/cloudevents+json``)."""
         if self.data is not msgspec.UNSET:
-            _check_json(self.data, "data")
+            check_json(self.data, "data")
         return msgspec.json.encode(self.to_dict())
 
     @classmethod
@@ -515,9 +516,10 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CloudEvent)
 
 
-def _check_json(value: object, path: str) -> None:
+def check_json(value: object, path: str) -> None:
     """Refuse what JSON cannot carry faithfully: msgspec would turn a set into an array, bytes
-    into base64 text, ``inf`` into null and a number key into a string."""
+    into base64 text, ``inf`` into null and a number key into a string. ``path`` names the value
+    in the error (``data``, ``state packages/p1``)."""
     problem = _not_json(value)
     if problem is not None:
         where, message = problem
@@ -561,7 +563,7 @@ def encode_event(event: CloudEvent) -> bytes:
     structured-mode JSON). Refuses data JSON cannot carry and events over :data:`MAX_EVENT_BYTES`
     so measured."""
     if event.data is not msgspec.UNSET:
-        _check_json(event.data, "data")
+        check_json(event.data, "data")
     try:
         encoded = _encoder.encode(event)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -84,6 +84,7 @@ class Context:
         self._emits = emits
         self._clock = clock
         self._cause = cause or event.id
+        """What emitted ids derive from: the consumed event (source and id), or the join."""
         self._counts: dict[str, int] = {}
 
     def new_event(
@@ -109,7 +110,7 @@ class Context:
         carried["causationid"] = cause.id
         carried["traceparent"] = self.trace.traceparent
         tracestate = cause.extensions.get("tracestate")
-        if tracestate is not None:
+        if tracestate is not None and self.trace.continued:  # a new trace starts a new state
             carried["tracestate"] = tracestate
         carried["deliveryattempt"] = self.attempt
         return CloudEvent(

@@ -15,22 +15,20 @@ A crash between 3 and 4 is harmless: the bus redelivers, step 1 re-emits.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from choreograph.bus.endpoint import Attempt, Emit, outcome_of_exception
 from choreograph.bus.retry import DELIVERED, Outcome
 from choreograph.clock import Clock
 from choreograph.errors import ChoreographError, Retry
-from choreograph.events import CloudEvent, EventGridEvent
+from choreograph.events import CloudEvent, EventGridEvent, encode_event
 from choreograph.sdk.context import Context
 from choreograph.sdk.service import HandlerSpec, Service
 from choreograph.sdk.state import StateView, Unit
 from choreograph.sdk.store import ServiceStore, encode_emitted
 from choreograph.sdk.tracing import child_of
 
-__all__ = ["JOINS", "ServiceEndpoint"]
+__all__ = ["JOINS", "ServiceEndpoint", "event_key"]
 
 JOINS = "_joins"
 """State collection holding the partial joins, keyed by handler and correlation id."""
@@ -73,25 +71,27 @@ class ServiceEndpoint:
     async def handle(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
         """Run the handler on ``event`` at most once in effect; return what it emits."""
         name = self.spec.name
-        replay = await self.store.handled(name, event.id)
+        key = event_key(event)
+        replay = await self.store.handled(name, key)
         if replay is not None:
             return replay
-        if event.id in self._in_progress:
+        if key in self._in_progress:
             raise Retry(f"event {event.id} is being handled by {name}", delay_seconds=1.0)
-        self._in_progress.add(event.id)
+        self._in_progress.add(key)
         try:
-            async with self._join_lock(event):
-                return await self._run(event, attempt)
+            if self.spec.kind != "join":
+                return await self._run(event, key, attempt)
+            # Joins of one transaction run one at a time, through their commit.
+            lock_name = f"join:{self.spec.name}:{event.correlationid or event.id}"
+            try:
+                async with self.store.state.lock(lock_name):
+                    return await self._run(event, key, attempt)
+            finally:
+                self.store.state.forget_lock(lock_name)
         finally:
-            self._in_progress.discard(event.id)
+            self._in_progress.discard(key)
 
-    def _join_lock(self, event: CloudEvent) -> contextlib.AbstractAsyncContextManager[Any]:
-        """Joins of one transaction run one at a time, through their commit."""
-        if self.spec.kind != "join":
-            return contextlib.nullcontext()
-        return self.store.state.lock(f"join:{self.spec.name}:{event.correlationid or event.id}")
-
-    async def _run(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
+    async def _run(self, event: CloudEvent, key: str, attempt: int) -> list[tuple[str, CloudEvent]]:
         unit = Unit()
         state = self.store.state
         context = Context(
@@ -103,18 +103,18 @@ class ServiceEndpoint:
             trace=child_of(event.traceparent),
             emits=self.spec.emits,
             clock=self.clock,
+            cause=key,
         )
         try:
             await self._chain(context)
-            unit.inbox = (
-                self.spec.name,
-                event.id,
-                self.clock.now(),
-                encode_emitted(context.emitted),
-            )
+            for _, emitted in context.emitted:
+                encode_event(emitted)  # refuse what the bus would refuse, before committing
+            unit.inbox = (self.spec.name, key, self.clock.now(), encode_emitted(context.emitted))
             await self.store.commit(unit)
         except BaseException:
-            state.rollback(unit)
+            restored = state.rollback(unit)
+            if restored is not None:
+                await self.store.commit(restored)
             raise
         return context.emitted
 
@@ -152,12 +152,17 @@ class ServiceEndpoint:
         context.state.put(JOINS, key, record)
 
 
+def event_key(event: CloudEvent) -> str:
+    """What identifies an event (CloudEvents: ``source`` and ``id`` together)."""
+    return f"{event.source}\n{event.id}"
+
+
 def _collect(context: Context, result: object) -> None:
     """Add the events a handler returned to those it emitted with ``ctx.emit``."""
     if result is None:
         return
     returned: Iterable[object] = [result] if isinstance(result, CloudEvent) else result  # type: ignore[assignment]
-    if not isinstance(returned, Iterable):
+    if isinstance(result, str | bytes | Mapping) or not isinstance(returned, Iterable):
         raise ChoreographError(
             f"handler {context.service}.{context.handler} returned {type(result).__name__}; "
             "return None, an event or a list of events"

@@ -13,7 +13,7 @@ from choreograph.bus.subscription import InProcessDestination, SubscriptionSpec
 from choreograph.clock import Clock
 from choreograph.sdk.endpoint import ServiceEndpoint
 from choreograph.sdk.service import HandlerSpec, Service
-from choreograph.sdk.store import ServiceStore, open_service_store
+from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore, open_service_store
 
 __all__ = ["RunningService", "subscription_spec"]
 
@@ -65,6 +65,7 @@ class RunningService:
     async def __aenter__(self) -> Self:
         await self.store.open()
         try:
+            await self.store.forget_before(self.clock.now() - INBOX_RETENTION_SECONDS)
             await self._attach()
         except BaseException:
             await self._detach()

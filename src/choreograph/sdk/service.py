@@ -159,9 +159,20 @@ class Service:
     def _add(self, spec: HandlerSpec) -> None:
         if any(existing.name == spec.name for existing in self.handlers):
             raise ConfigError(f"service {self.name!r} already has a handler named {spec.name!r}")
-        for event_type, topic in {**spec.topics, **spec.emits}.items():
-            if not isinstance(topic, str) or not topic:
-                raise ConfigError(f"handler {spec.name!r}: {event_type!r} needs a topic name")
+        for kind, pairs in (("consumes", spec.topics), ("emits", spec.emits)):
+            for event_type, topic in pairs.items():
+                if not isinstance(event_type, str) or not event_type:
+                    raise ConfigError(f"handler {spec.name!r}: {kind} an empty event type")
+                if not isinstance(topic, str) or not topic:
+                    raise ConfigError(
+                        f"handler {spec.name!r}: {event_type!r} ({kind}) needs a topic name"
+                    )
+        subscription = self.subscription_name(spec)
+        if len(subscription) > 64:
+            raise ConfigError(
+                f"subscription name {subscription!r} ({len(subscription)} characters) is over "
+                "Event Grid's 64; shorten the service or handler name"
+            )
         self.handlers.append(spec)
 
     def subscription_name(self, spec: HandlerSpec) -> str:

@@ -1,9 +1,12 @@
 """A service's own state: JSON values by collection and key, changed in units of work.
 
 Values are kept encoded, so what a handler reads is its own copy. A handler's changes apply at
-once to the state everyone in the process sees (so a handler that takes a lock, decides and
-releases it leaves the next one a consistent view) and are undone if the handler fails; they
-become durable together with the handler's inbox entry.
+once to the state every handler of the service in this process sees (so a handler that takes a
+lock, decides and releases it leaves the next one a consistent view, without holding the lock
+through a disk write). If the handler fails, its changes are undone, except where another
+handler has changed the same key since (its value stands). A unit makes durable the current
+value of every key it touched, so whatever order units commit in, the store ends with what the
+process sees.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from choreograph.errors import ValidationError
+from choreograph.errors import InvalidEventError, ValidationError
+from choreograph.events import check_json
 
 __all__ = ["State", "StateView", "Unit"]
 
@@ -63,9 +67,27 @@ class State:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
-    def rollback(self, unit: Unit) -> None:
+    def rollback(self, unit: Unit) -> Unit | None:
+        """Undo a failed unit's writes that no other unit has overwritten since.
+
+        Returns a unit of the restored keys, to commit in case another handler's commit made
+        the failed writes durable meanwhile (None when nothing was restored)."""
+        restored = Unit()
         for (collection, key), value in unit.undo.items():
-            self.set_raw(collection, key, value)
+            if self.raw(collection, key) == unit.writes.get((collection, key)):
+                self.set_raw(collection, key, value)
+                restored.writes[(collection, key)] = value
+        return restored if restored.writes else None
+
+    def current(self, unit: Unit) -> dict[Key, bytes | None]:
+        """The values to make durable for ``unit``: the current ones of the keys it touched."""
+        return {slot: self.raw(*slot) for slot in unit.writes}
+
+    def forget_lock(self, name: str) -> None:
+        """Drop a lock nobody holds or waits for (per-transaction locks would pile up)."""
+        lock = self._locks.get(name)
+        if lock is not None and not lock.locked():
+            del self._locks[name]
 
 
 class StateView:
@@ -94,8 +116,9 @@ class StateView:
     def put(self, collection: str, key: str, value: Any) -> None:
         """Store ``value`` (JSON) under ``key``; visible at once, durable with the handler."""
         try:
+            check_json(value, f"state {collection}/{key}")
             encoded = _encoder.encode(value)
-        except (TypeError, ValueError) as exc:
+        except (InvalidEventError, TypeError, ValueError, OverflowError) as exc:
             raise ValidationError(f"state {collection}/{key} must be JSON: {exc}") from exc
         self._write(collection, key, encoded)
 

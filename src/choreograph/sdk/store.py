@@ -165,7 +165,8 @@ class SqliteServiceStore(ServiceStore):
         return None if row is None else _emitted_decoder.decode(row[0])
 
     async def commit(self, unit: Unit) -> None:
-        writes = [(collection, key, value) for (collection, key), value in unit.writes.items()]
+        current = self.state.current(unit)
+        writes = [(collection, key, value) for (collection, key), value in current.items()]
         inbox = unit.inbox
 
         def write(c: sqlite3.Connection) -> None:

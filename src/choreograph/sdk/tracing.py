@@ -14,7 +14,7 @@ from typing import Final
 
 __all__ = ["TraceContext", "child_of", "new_trace"]
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 _random = random.Random()
@@ -22,14 +22,18 @@ os.register_at_fork(after_in_child=_random.seed)
 
 
 class TraceContext:
-    """A parsed ``traceparent``: trace id, span id and flags."""
+    """A parsed ``traceparent``: trace id, span id and flags; ``continued`` when the span
+    belongs to a trace received from upstream (not one started here)."""
 
-    __slots__ = ("flags", "span_id", "trace_id")
+    __slots__ = ("continued", "flags", "span_id", "trace_id")
 
-    def __init__(self, trace_id: str, span_id: str, flags: str = "01") -> None:
+    def __init__(
+        self, trace_id: str, span_id: str, flags: str = "01", *, continued: bool = False
+    ) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.flags = flags
+        self.continued = continued
 
     @classmethod
     def parse(cls, header: object) -> TraceContext | None:
@@ -37,8 +41,10 @@ class TraceContext:
         (W3C says to start a new trace then, not to fail)."""
         if not isinstance(header, str):
             return None
-        match = _TRACEPARENT.fullmatch(header.strip().lower())
+        match = _TRACEPARENT.fullmatch(header.strip())
         if match is None or match[1] == "ff" or match[2] == _ZERO_TRACE or match[3] == _ZERO_SPAN:
+            return None
+        if match[1] == "00" and match[5] is not None:  # version 00 has exactly four fields
             return None
         return cls(match[2], match[3], match[4])
 
@@ -61,4 +67,4 @@ def child_of(parent: object) -> TraceContext:
     context = TraceContext.parse(parent)
     if context is None:
         return new_trace()
-    return TraceContext(context.trace_id, _span_id(), context.flags)
+    return TraceContext(context.trace_id, _span_id(), context.flags, continued=True)
