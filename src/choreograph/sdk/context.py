@@ -8,8 +8,9 @@ position, so a retried handler re-emits identical ids.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -21,6 +22,8 @@ from choreograph.sdk.state import StateView
 from choreograph.sdk.tracing import TraceContext
 
 __all__ = ["ID_NAMESPACE", "Context", "UndeclaredEventError", "emitted_id"]
+
+logger = logging.getLogger(__name__)
 
 ID_NAMESPACE: Final = uuid.UUID("6f1d7c3e-5b0a-4c47-9d8e-0c6f2a1b9e54")
 """Namespace of the version-5 UUIDs the SDK gives emitted events."""
@@ -40,6 +43,7 @@ class Context:
     """The handler's view of one delivery."""
 
     __slots__ = (
+        "_after_commit",
         "_cause",
         "_clock",
         "_counts",
@@ -86,6 +90,26 @@ class Context:
         self._cause = cause or event.id
         """What emitted ids derive from: the consumed event (source and id), or the join."""
         self._counts: dict[str, int] = {}
+        self._after_commit: list[Callable[[], object]] = []
+
+    def now(self) -> float:
+        """The service's clock (seconds since the epoch); use it rather than ``time.time()``."""
+        return self._clock.now()
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once this handler's changes are durable (notify a client, say);
+        never if the handler fails. Its exceptions are logged, not raised."""
+        self._after_commit.append(callback)
+
+    def run_after_commit(self) -> None:
+        """Run the callbacks registered with :meth:`after_commit` (the runtime calls it)."""
+        for callback in self._after_commit:
+            try:
+                callback()
+            except Exception:
+                logger.exception(
+                    "after-commit callback of %s.%s failed", self.service, self.handler
+                )
 
     def new_event(
         self,

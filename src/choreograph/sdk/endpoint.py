@@ -93,13 +93,12 @@ class ServiceEndpoint:
 
     async def _run(self, event: CloudEvent, key: str, attempt: int) -> list[tuple[str, CloudEvent]]:
         unit = Unit()
-        state = self.store.state
         context = Context(
             service=self.service.name,
             handler=self.spec.name,
             event=event,
             attempt=attempt,
-            state=StateView(state, unit),
+            state=StateView(self.store.state, unit),
             trace=child_of(event.traceparent),
             emits=self.spec.emits,
             clock=self.clock,
@@ -112,10 +111,9 @@ class ServiceEndpoint:
             unit.inbox = (self.spec.name, key, self.clock.now(), encode_emitted(context.emitted))
             await self.store.commit(unit)
         except BaseException:
-            restored = state.rollback(unit)
-            if restored is not None:
-                await self.store.commit(restored)
+            await self.store.undo(unit)
             raise
+        context.run_after_commit()
         return context.emitted
 
     async def _call(self, context: Context) -> None:

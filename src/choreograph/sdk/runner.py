@@ -66,6 +66,9 @@ class RunningService:
         await self.store.open()
         try:
             await self.store.forget_before(self.clock.now() - INBOX_RETENTION_SECONDS)
+            for startup in self.service.startup:
+                async with self.store.transaction() as state:
+                    await startup(state)
             await self._attach()
         except BaseException:
             await self._detach()

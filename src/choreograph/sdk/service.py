@@ -33,12 +33,22 @@ if TYPE_CHECKING:
     from choreograph.bus.bus import Bus
     from choreograph.clock import Clock
     from choreograph.sdk.runner import RunningService
+    from choreograph.sdk.state import StateView
     from choreograph.sdk.store import ServiceStore
 
-__all__ = ["HandlerFunction", "HandlerSpec", "JoinFunction", "Middleware", "Service"]
+__all__ = [
+    "HandlerFunction",
+    "HandlerSpec",
+    "JoinFunction",
+    "Middleware",
+    "Service",
+    "Startup",
+]
 
 HandlerFunction = Callable[[CloudEvent, Context], Awaitable[Any]]
 JoinFunction = Callable[[Mapping[str, CloudEvent], Context], Awaitable[Any]]
+Startup = Callable[["StateView"], Awaitable[None]]
+"""``async def seed(state)``: runs when a service starts, before its first delivery."""
 Middleware = Callable[[Context, Callable[[Context], Awaitable[None]]], Awaitable[None]]
 """``async def middleware(ctx, call_next)``: runs around every handler of the service."""
 
@@ -85,6 +95,13 @@ class Service:
     publishes: Mapping[str, str] = field(default_factory=dict)
     """Events the service publishes outside its handlers (an HTTP API...): type -> topic."""
     handlers: list[HandlerSpec] = field(default_factory=list)
+    startup: list[Startup] = field(default_factory=list)
+    """Run in a state transaction when the service starts, before any delivery."""
+
+    def on_start(self, function: Startup) -> Startup:
+        """Declare ``async def f(state)`` to run when the service starts (seeding its state)."""
+        self.startup.append(function)
+        return function
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):

@@ -8,7 +8,9 @@ share a commit.
 from __future__ import annotations
 
 import abc
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Final
 
@@ -18,7 +20,7 @@ from choreograph.backends.sqlite.files import acquire_lock, connect, migrate
 from choreograph.backends.sqlite.writer import Writer
 from choreograph.errors import BackendError, ConfigError
 from choreograph.events import CloudEvent
-from choreograph.sdk.state import State, Unit
+from choreograph.sdk.state import State, StateView, Unit
 
 __all__ = ["MemoryServiceStore", "ServiceStore", "SqliteServiceStore", "open_service_store"]
 
@@ -76,6 +78,32 @@ class ServiceStore(abc.ABC):
     @abc.abstractmethod
     async def forget_before(self, processed_before: float) -> int:
         """Drop inbox entries older than ``processed_before``; returns how many."""
+
+    def view(self) -> StateView:
+        """Read the state outside a handler (writes through this view are not committed)."""
+        return StateView(self.state, Unit())
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StateView]:
+        """Change the state outside a handler (an HTTP API, seeding at start-up):
+
+            async with store.transaction() as state:
+                state.put("fleet", "drone-001", {...})
+
+        The changes are visible at once, durable when the block exits, undone if it raises."""
+        unit = Unit()
+        try:
+            yield StateView(self.state, unit)
+            await self.commit(unit)
+        except BaseException:
+            await self.undo(unit)
+            raise
+
+    async def undo(self, unit: Unit) -> None:
+        """Undo a failed unit in memory, and durably where another commit wrote it meanwhile."""
+        restored = self.state.rollback(unit)
+        if restored is not None:
+            await self.commit(restored)
 
 
 class MemoryServiceStore(ServiceStore):
