@@ -13,9 +13,8 @@ stored once (the topic's de-duplication), and a repeated ``POST`` of a known del
 with that delivery instead of starting another (409 if the body differs).
 
 The service's handlers track every event of the transaction into ``deliveries/<id>`` in its own
-store (see :mod:`drone_delivery.tracking`) and notify the listening streams. A notification is
-sent when its event is handled, before the handler's state is committed: should that commit
-fail, the event is handled and notified again, with the same ``id:`` line.
+store (see :mod:`drone_delivery.tracking`) and notify the listening streams once the handler's
+change is committed (``ctx.after_commit``).
 """
 
 from __future__ import annotations
