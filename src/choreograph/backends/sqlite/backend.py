@@ -239,7 +239,7 @@ class SqliteBackend(Backend):
         self, appends: Sequence[TopicAppend], *, now: float, acks: Sequence[Delivery] = ()
     ) -> asyncio.Future[list[AppendResult]]:
         writer = self._open_writer
-        batch = RowBatch()
+        batch = writer.rows()  # stage straight into the next transaction
         results = []
         remembered: list[str] = []
         for topic, events, window, handoff in appends:
@@ -259,17 +259,17 @@ class SqliteBackend(Backend):
             batch.dedupe_cutoff = now
         done: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
 
-        def committed(commit: asyncio.Future[None]) -> None:
+        def committed(error: BaseException | None) -> None:
+            if error is not None:
+                self._dedupe.forget(remembered)
             if done.cancelled():
                 return
-            error = None if commit.cancelled() else commit.exception()
-            if commit.cancelled() or error is not None:
-                self._dedupe.forget(remembered)
-                done.set_exception(error or BackendError(f"{self.path}: the write was cancelled"))
+            if error is not None:
+                done.set_exception(error)
             else:
                 done.set_result(results)
 
-        writer.commit_rows(batch).add_done_callback(committed)
+        writer.when_committed(committed)
         return done
 
     async def lease(

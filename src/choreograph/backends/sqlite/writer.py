@@ -112,7 +112,7 @@ class Writer:
         self._connection = connection
         self._path = path
         self._rows = RowBatch()
-        self._row_waiters: list[asyncio.Future[None]] = []
+        self._row_waiters: list[Callable[[BaseException | None], object]] = []
         self._queue: list[RowBatch | _Call] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="choreograph-sqlite-commit")
@@ -148,12 +148,10 @@ class Writer:
         self._wake.set()
         return self._rows
 
-    def commit_rows(self, batch: RowBatch) -> asyncio.Future[None]:
-        """Add ``batch`` to the next transaction; the future completes once it is committed."""
-        self.rows().extend(batch)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._row_waiters.append(future)
-        return future
+    def when_committed(self, callback: Callable[[BaseException | None], object]) -> None:
+        """Call ``callback`` once the transaction holding the rows queued so far has committed
+        (with None) or failed (with the error)."""
+        self._row_waiters.append(callback)
 
     async def call(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``function`` in order inside the next transaction; return its result once committed."""
@@ -182,16 +180,18 @@ class Writer:
                 self._rollback()
                 if any(isinstance(item, RowBatch) for item in queue) and not waiters:
                     logger.error("lost acknowledgements or reschedules: %s", failure)
-                for future in [
-                    *waiters,
-                    *(item.future for item in queue if isinstance(item, _Call)),
-                ]:
-                    if future is not None and not future.done():
-                        future.set_exception(failure)
+                for waiter in waiters:
+                    waiter(failure)
+                for item in queue:
+                    if (
+                        isinstance(item, _Call)
+                        and item.future is not None
+                        and not item.future.done()
+                    ):
+                        item.future.set_exception(failure)
                 continue
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+            for waiter in waiters:
+                waiter(None)
             for item, result in zip(queue, results, strict=True):
                 if isinstance(item, _Call) and item.future is not None and not item.future.done():
                     item.future.set_result(result)
