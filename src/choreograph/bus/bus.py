@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -44,7 +45,8 @@ class Bus(Router, DeadLetterAdmin):
     """An Event-Grid-style bus on the backend named by ``url`` (``memory://``, ``sqlite:///path``).
 
     ``clock`` drives retries, time-to-live and delivery timeouts (tests pass a FakeClock);
-    ``retry_jitter`` is the largest fraction added at random to a retry delay, ``rng`` its source.
+    ``retry_jitter`` is the largest fraction added at random to a retry delay, ``rng`` its source;
+    ``endpoints`` makes the endpoint of each validated webhook subscription.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Bus(Router, DeadLetterAdmin):
         *,
         clock: Clock | None = None,
         retry_jitter: float = 0.1,
+        endpoints: Callable[[SubscriptionRecord], Endpoint | None] | None = None,
         rng: random.Random | None = None,
         shutdown_grace_seconds: float = 10.0,
     ) -> None:
@@ -62,6 +65,8 @@ class Bus(Router, DeadLetterAdmin):
         self.retry_jitter = retry_jitter
         self.rng = rng or random.Random()
         self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.endpoints = endpoints
+        """Makes the endpoint of a validated webhook subscription (the gateway installs one)."""
         self._dispatchers: dict[tuple[str, str], SubscriptionDispatcher] = {}
         self._group: asyncio.TaskGroup | None = None
         self._exit_stack = contextlib.AsyncExitStack()
@@ -94,6 +99,10 @@ class Bus(Router, DeadLetterAdmin):
         if SYSTEM_TOPIC not in self._topics:
             await self.put_topic(SYSTEM_TOPIC)
         self._group = await self._exit_stack.enter_async_context(asyncio.TaskGroup())
+        for state in list(self._topics.values()):
+            for record in list(state.subscriptions.values()):
+                if not isinstance(record.spec.destination, InProcessDestination):
+                    await self._start_remote(record)
 
     async def close(self) -> None:
         """Stop every dispatcher (see the module docstring for the order), then the backend."""
@@ -150,10 +159,27 @@ class Bus(Router, DeadLetterAdmin):
         self._dispatchers[(record.topic, record.name)] = dispatcher
         dispatcher.start(self._group)
 
-    async def _subscription_changed(self, record: SubscriptionRecord) -> None:
-        dispatcher = self._dispatchers.get((record.topic, record.name))
-        if dispatcher is not None:
-            await self._start_dispatcher(record, dispatcher.endpoint)
+    async def _subscription_changed(
+        self, record: SubscriptionRecord, previous: SubscriptionRecord | None
+    ) -> None:
+        key = (record.topic, record.name)
+        if isinstance(record.spec.destination, InProcessDestination):
+            dispatcher = self._dispatchers.get(key)
+            if dispatcher is not None:
+                await self._start_dispatcher(record, dispatcher.endpoint)
+            return
+        await self._start_remote(record)
+
+    async def _start_remote(self, record: SubscriptionRecord) -> None:
+        """Deliver a validated remote (webhook) subscription through the endpoint factory; stop
+        delivering one that is not (or no longer) validated."""
+        endpoint = None
+        if record.provisioning_state == "Succeeded" and self.endpoints is not None:
+            endpoint = self.endpoints(record)
+        if endpoint is None:
+            await self.detach(record.topic, record.name)
+        else:
+            await self._start_dispatcher(record, endpoint)
 
     async def _subscription_deleted(self, topic: str, name: str) -> None:
         await self.detach(topic, name)

@@ -10,11 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from choreograph.backends.base import Backend
 from choreograph.bus.filters import compile_filter
 from choreograph.bus.subscription import (
+    ProvisioningState,
     SubscriptionRecord,
     SubscriptionSpec,
+    WebHookDestination,
     validate_subscription_name,
 )
 from choreograph.bus.topic import (
@@ -35,6 +39,19 @@ from choreograph.errors import (
 from choreograph.events import CloudEvent
 
 __all__ = ["Catalog", "Route", "TopicState"]
+
+
+def _provisioning_state(
+    existing: SubscriptionRecord | None, spec: SubscriptionSpec
+) -> ProvisioningState:
+    """An in-process subscription is ready at once. A webhook must be validated first (Event
+    Grid's handshake) and again whenever its endpoint URL changes."""
+    if not isinstance(spec.destination, WebHookDestination):
+        return "Succeeded"
+    if existing is not None and existing.spec.destination == spec.destination:
+        return existing.provisioning_state
+    return "Creating"
+
 
 Route = tuple[str, Callable[[CloudEvent], bool] | None]
 
@@ -251,13 +268,24 @@ class Catalog:
             name=name,
             spec=checked,
             created_at=existing.created_at if existing is not None else self._now(),
-            provisioning_state=existing.provisioning_state if existing is not None else "Succeeded",
+            provisioning_state=_provisioning_state(existing, checked),
         )
         await self.backend.save_subscription(record)
         state.subscriptions[name] = record
         state.rebuild_routes()
-        if existing is not None:
-            await self._subscription_changed(record)
+        await self._subscription_changed(record, existing)
+        return record
+
+    async def set_provisioning_state(
+        self, topic: str, name: str, provisioning_state: ProvisioningState
+    ) -> SubscriptionRecord:
+        """Record the outcome of a webhook's validation: deliveries flow only once it is
+        ``Succeeded``."""
+        existing = self.get_subscription_record(topic, name)
+        record = msgspec.structs.replace(existing, provisioning_state=provisioning_state)
+        await self.backend.save_subscription(record)
+        self._topic_state(topic).subscriptions[name] = record
+        await self._subscription_changed(record, existing)
         return record
 
     def get_subscription_record(self, topic: str, name: str) -> SubscriptionRecord:
@@ -283,8 +311,10 @@ class Catalog:
         state.rebuild_routes()
 
     # hooks for the bus -------------------------------------------------------------------------
-    async def _subscription_changed(self, record: SubscriptionRecord) -> None:
-        """A subscription's properties changed."""
+    async def _subscription_changed(
+        self, record: SubscriptionRecord, previous: SubscriptionRecord | None
+    ) -> None:
+        """A subscription was created (``previous`` is None) or changed."""
 
     async def _subscription_deleted(self, topic: str, name: str) -> None:
         """A subscription is about to be deleted."""
