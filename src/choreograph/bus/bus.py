@@ -26,6 +26,7 @@ from choreograph.bus.deadletter import DeadLetter, dead_lettered_event, new_reco
 from choreograph.bus.dispatcher import SubscriptionDispatcher
 from choreograph.bus.dlq import DeadLetterAdmin
 from choreograph.bus.endpoint import Endpoint, Handler, HandlerEndpoint
+from choreograph.bus.metrics import BusMetrics
 from choreograph.bus.retry import DeadLetterReason
 from choreograph.bus.router import MAX_EVENTS_PER_PUBLISH, Publishable, Router
 from choreograph.bus.subscription import InProcessDestination, SubscriptionRecord, SubscriptionSpec
@@ -66,6 +67,7 @@ class Bus(Router, DeadLetterAdmin):
         self.rng = rng or random.Random()
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.endpoints = endpoints
+        self.metrics = BusMetrics()
         """Makes the endpoint of a validated webhook subscription (the gateway installs one)."""
         self._dispatchers: dict[tuple[str, str], SubscriptionDispatcher] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -230,6 +232,11 @@ class Bus(Router, DeadLetterAdmin):
             attempts,
             record.last_delivery_outcome,
         )
+        metrics = dispatcher.metrics
+        if spec.dead_letter_enabled:
+            metrics.dead_lettered += 1
+        else:
+            metrics.dropped += 1
         result = await self.backend.dead_letter(
             delivery, record if spec.dead_letter_enabled else None, announce=announce, now=now
         )

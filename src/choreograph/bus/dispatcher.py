@@ -91,6 +91,7 @@ class SubscriptionDispatcher:
         self._schema = spec.event_delivery_schema
         self._eventgrid = self._schema == "EventGridSchema"
         self._first_attempt = Attempt(self.topic, self.name, 0, self._schema, self._batch_size > 1)
+        self.metrics = bus.metrics.subscription(self.topic, self.name)
         self._buffer: deque[Delivery] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._in_flight = 0
@@ -307,6 +308,7 @@ class SubscriptionDispatcher:
                         outcome = self._timed_out()  # the endpoint swallowed the cancellation
                     if outcome is DELIVERED:
                         backend.ack(batch)
+                        self._delivered(batch)
                     else:
                         await self._settle(batch, outcome, started=now)
             except asyncio.CancelledError:
@@ -332,9 +334,17 @@ class SubscriptionDispatcher:
         stamp = format_timestamp(now)
         return [eventgrid_from_cloudevent(d.event, default_time=stamp) for d in batch]
 
+    def _delivered(self, batch: list[Delivery]) -> None:
+        metrics = self.metrics
+        metrics.delivered += len(batch)
+        now = self._clock.now()
+        for delivery in batch:
+            metrics.observe(now - delivery.published_at)
+
     async def _settle(self, batch: list[Delivery], outcome: Outcome, *, started: float) -> None:
         """Settle an attempt that did not end plainly delivered."""
         if outcome.delivered:
+            self._delivered(batch)
             if not outcome.emitted:
                 self._backend.ack(batch)
                 return
@@ -387,6 +397,7 @@ class SubscriptionDispatcher:
                 rng=bus.rng,
             )
             if isinstance(decision, RetryAt):
+                self.metrics.retried += 1
                 self._backend.reschedule(delivery, decision.due_at)
                 self.notify_due(decision.due_at)
             elif not isinstance(decision, Ack):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 from choreograph.backends.base import AppendResult, Delivery, Handoff, NewEvent, TopicAppend
 from choreograph.bus.catalog import Catalog, TopicState
 from choreograph.bus.endpoint import Emit
+from choreograph.bus.metrics import BusMetrics
 from choreograph.errors import InvalidEventError
 from choreograph.events import CloudEvent, EventGridEvent, cloudevent_from_eventgrid, encode_event
 
@@ -26,6 +27,7 @@ class Router(Catalog):
 
     _dispatchers: dict[tuple[str, str], SubscriptionDispatcher]
     _pending_commits: int
+    metrics: BusMetrics
 
     async def publish(self, topic: str, events: Publishable | Sequence[Publishable]) -> None:
         """Store ``events`` (one or a batch) durably and route them to matching subscriptions.
@@ -37,10 +39,17 @@ class Router(Catalog):
         state = self._topics.get(topic) if self._opened else None
         if state is None:
             state = self._topic_state(topic)  # raises the right error
-        if type(events) is CloudEvent and state.takes_cloudevents:
-            new_events: Sequence[NewEvent] = (self._prepare(state, events),)
-        else:
-            new_events = self._prepare_all(state, events)
+        try:
+            if type(events) is CloudEvent and state.takes_cloudevents:
+                new_events: Sequence[NewEvent] = (self._prepare(state, events),)
+            else:
+                new_events = self._prepare_all(state, events)
+        except InvalidEventError:
+            refused = self.metrics.refused
+            refused[topic] = refused.get(topic, 0) + 1
+            raise
+        published = self.metrics.published
+        published[topic] = published.get(topic, 0) + len(new_events)
         now = self._now()
         append = TopicAppend(
             topic,
