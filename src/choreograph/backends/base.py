@@ -73,6 +73,8 @@ class Delivery:
     last_outcome: str | None = None
     last_error: str | None = None
     last_attempt_at: float | None = None
+    size: int = 0
+    """Bytes of the stored event (for ``preferredBatchSizeInKilobytes``); 0 when unknown."""
 
 
 class NewEvent(NamedTuple):

@@ -120,14 +120,18 @@ class MemoryBackend(Backend):
                 grant = handoff.get(name)
                 handed = leased.get(name)
                 if grant is not None and (handed is None or len(handed) < grant.limit):
-                    delivery = Delivery(key, topic, name, new.event, now, now, 1)
+                    delivery = Delivery(
+                        key, topic, name, new.event, now, now, 1, size=len(new.encoded)
+                    )
                     queue.leased[key] = delivery
                     if handed is None:
                         leased[name] = [delivery]
                     else:
                         handed.append(delivery)
                 else:
-                    delivery = Delivery(key, topic, name, new.event, now, now, 0)
+                    delivery = Delivery(
+                        key, topic, name, new.event, now, now, 0, size=len(new.encoded)
+                    )
                     heapq.heappush(queue.due, (now, key, delivery))
                     result.mark_queued(name)
 

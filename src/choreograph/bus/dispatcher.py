@@ -84,6 +84,7 @@ class SubscriptionDispatcher:
         self._policy = spec.retry_policy
         self._timeout = spec.delivery_timeout_seconds
         self._batch_size = spec.destination.max_events_per_batch
+        self._batch_bytes = spec.destination.preferred_batch_size_in_kilobytes * 1024
         self._concurrency = spec.max_concurrent_deliveries
         self._capacity = 2 * self._concurrency * self._batch_size
         self._lease_seconds = 3 * self._timeout + LEASE_MARGIN_SECONDS
@@ -258,8 +259,8 @@ class SubscriptionDispatcher:
             if self._stopping:
                 return
             batch = [buffer.popleft()]
-            while buffer and len(batch) < batch_size:
-                batch.append(buffer.popleft())
+            if batch_size > 1:
+                self._fill(batch)
             size = len(batch)
             self._in_flight += size
             worker.batch = batch
@@ -321,6 +322,18 @@ class SubscriptionDispatcher:
                 self._wake.set()
             if bus.watched:
                 bus.state_changed()
+
+    def _fill(self, batch: list[Delivery]) -> None:
+        """Add buffered deliveries to a batch, up to ``maxEventsPerBatch`` and, after the first,
+        ``preferredBatchSizeInKilobytes``; never waiting for more to arrive."""
+        buffer = self._buffer
+        budget = self._batch_bytes - batch[0].size
+        while buffer and len(batch) < self._batch_size:
+            size = buffer[0].size
+            if size > budget:
+                break
+            budget -= size
+            batch.append(buffer.popleft())
 
     @staticmethod
     def _timed_out() -> Outcome:

@@ -226,7 +226,9 @@ class SqliteBackend(Backend):
                 handed = leased.get(name)
                 if grant is not None and (handed is None or len(handed) < grant.limit):
                     inserts.append((key, sub_id, new.encoded, now, now, 1, grant.lease_until, 1))
-                    delivery = Delivery(key, topic, name, new.event, now, now, 1)
+                    delivery = Delivery(
+                        key, topic, name, new.event, now, now, 1, size=len(new.encoded)
+                    )
                     if handed is None:
                         leased[name] = [delivery]
                     else:
@@ -309,6 +311,7 @@ class SqliteBackend(Backend):
                 outcome,
                 error,
                 attempted,
+                len(blob),
             )
             for key, blob, published, ttl, attempts, outcome, error, attempted in rows
         ]
