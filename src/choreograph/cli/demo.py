@@ -151,6 +151,13 @@ def demo(
         raise fail(
             "--faults applies to the embedded system; start the server with DRONE_DELIVERY_FAULTS"
         )
+    if faults is not None:
+        from drone_delivery.faults import Faults
+
+        try:
+            Faults.parse(faults)
+        except ChoreographError as exc:
+            raise fail(f"--faults: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="choreograph-demo-") as scratch:
         directory = (data_dir or Path(scratch)).resolve()
         directory.mkdir(parents=True, exist_ok=True)

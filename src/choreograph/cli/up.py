@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,17 @@ from choreograph.errors import ChoreographError
 EXAMPLE_REQUEST = """{"ownerId": "owner-1", "pickupLocation": "47.64,-122.13", "dropoffLocation": "47.61,-122.33", "packageInfo": {"packageId": "package-1", "size": "small", "weight": 2.5}}"""
 
 
-async def _serve(data_dir: Path, host: str, port: int) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts, so a busy port is a clear error."""
+    try:
+        listener = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    listener.set_inheritable(True)
+    return listener
+
+
+async def _serve(data_dir: Path, listener: socket.socket, host: str, port: int) -> None:
     from drone_delivery.settings import Settings
     from drone_delivery.system import DroneDeliverySystem
 
@@ -41,7 +52,7 @@ async def _serve(data_dir: Path, host: str, port: int) -> None:
             f"-d '{EXAMPLE_REQUEST}'\n"
             "Press Ctrl-C to stop; a restart resumes the transactions in flight."
         )
-        await server.serve()
+        await server.serve(sockets=[listener])
     typer.echo("Stopped.")
 
 
@@ -58,9 +69,12 @@ def up(
         raise fail(f"--port must be from 1 to 65535, got {port}")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    listener = _bind(host, port)
     try:
-        asyncio.run(_serve(data_dir, host, port))
+        asyncio.run(_serve(data_dir, listener, host, port))
     except ChoreographError as exc:
         raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         typer.echo("Stopped.")
+    finally:
+        listener.close()
