@@ -520,7 +520,10 @@ def check_json(value: object, path: str) -> None:
     """Refuse what JSON cannot carry faithfully: msgspec would turn a set into an array, bytes
     into base64 text, ``inf`` into null and a number key into a string. ``path`` names the value
     in the error (``data``, ``state packages/p1``)."""
-    problem = _not_json(value)
+    try:
+        problem = _not_json(value)
+    except RecursionError:
+        problem = ("", "is nested too deeply")
     if problem is not None:
         where, message = problem
         raise InvalidEventError(f"`{path}{where}` {message}", attribute=f"{path}{where}")

@@ -123,6 +123,11 @@ class Bus(Router, DeadLetterAdmin):
     def _now(self) -> float:
         return self.clock.now()
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the bus is open (between ``open`` and ``close``)."""
+        return self._opened
+
     # endpoints ---------------------------------------------------------------------------------
     async def subscribe(
         self,

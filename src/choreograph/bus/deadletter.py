@@ -75,15 +75,6 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
             return {**event, **fields}
         return {**self.event.to_dict(), **{name.lower(): value for name, value in fields.items()}}
 
-    def summary(self) -> dict[str, Any]:
-        """The record in CloudEvents form plus where it came from (for listings and events)."""
-        return {
-            "id": self.id,
-            "topic": self.topic,
-            "subscription": self.subscription,
-            **self.to_record("CloudEventSchemaV1_0"),
-        }
-
 
 def dead_lettered_event(record: DeadLetter) -> CloudEvent:
     """The ``Choreograph.DeadLettered`` system event announcing ``record``.

@@ -148,6 +148,9 @@ class Router(Catalog):
                 self._prepare(state, self._canonical(state, event))
             )
         now = self._now()
+        published = self.metrics.published
+        for topic, events in grouped.items():
+            published[topic] = published.get(topic, 0) + len(events)
         return [
             TopicAppend(
                 topic,

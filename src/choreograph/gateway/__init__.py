@@ -8,12 +8,11 @@ app = create_app(bus, GatewaySettings.from_env(os.environ))   # any ASGI server
 from choreograph.gateway.app import create_app
 from choreograph.gateway.auth import generate_sas_token
 from choreograph.gateway.errors import HTTPProblem
-from choreograph.gateway.metrics import DeliveryObserver, GatewayMetrics
+from choreograph.gateway.metrics import GatewayMetrics
 from choreograph.gateway.openapi import openapi_document
 from choreograph.gateway.settings import GatewaySettings
 
 __all__ = [
-    "DeliveryObserver",
     "GatewayMetrics",
     "GatewaySettings",
     "HTTPProblem",

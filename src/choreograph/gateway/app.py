@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from choreograph.bus.bus import Bus
 from choreograph.errors import ChoreographError
@@ -46,6 +46,7 @@ def create_app(
     *,
     open_bus: bool = False,
     on_webhook_subscription: WebhookSubscriptionHook | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
     metrics: GatewayMetrics | None = None,
 ) -> Starlette:
     """The gateway over ``bus``.
@@ -53,8 +54,9 @@ def create_app(
     ``open_bus``: the application opens the bus at start-up and closes it at shutdown (ASGI
     lifespan); otherwise the caller owns an already open bus. ``on_webhook_subscription`` is
     awaited after a management ``PUT`` created a webhook subscription or changed its endpoint,
-    to validate the endpoint (see ``WebhookSubscriptionHook``). ``metrics`` lets the caller
-    share the counters, e.g. to feed them delivery observations from the bus.
+    to validate the endpoint (see ``WebhookSubscriptionHook``); ``extra_routes`` are served
+    too (the ``validationUrl`` routes of webhook validation). ``metrics`` lets the caller keep
+    the gateway's counters (delivery counters come from ``bus.metrics``).
     """
     counters = metrics if metrics is not None else GatewayMetrics()
     document = openapi_document()
@@ -91,6 +93,7 @@ def create_app(
         routes=[
             *publish_routes(bus, settings, counters),
             management_routes(bus, settings, on_webhook_subscription),
+            *extra_routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

@@ -56,9 +56,11 @@ SUBSCRIPTION_TYPE: Final = "Microsoft.EventGrid/eventSubscriptions"
 MAX_BODY_BYTES: Final = 1_048_576
 DEFAULT_DEAD_LETTER_PAGE: Final = 100
 
-WebhookSubscriptionHook = Callable[[SubscriptionRecord], Awaitable[None]]
+WebhookSubscriptionHook = Callable[[SubscriptionRecord], Awaitable[object]]
 """Called after a webhook subscription was created or its endpoint changed (its provisioning
-state is then ``Creating``): validates the endpoint and records the outcome on the bus."""
+state is then ``Creating``): validates the endpoint and records the outcome on the bus (e.g.
+``choreograph.gateway.validation.validation_hook``). The ``PUT`` answers once it returns, with
+the state it left."""
 
 _RESOURCE_KEYS: Final = frozenset({"id", "name", "type", "properties"})
 _TOPIC_READ_ONLY: Final = frozenset({"endpoint", "provisioningState"})

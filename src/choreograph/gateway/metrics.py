@@ -2,96 +2,37 @@
 
 Written by hand: a dozen families do not justify a dependency, and the format is small.
 
-Counted by the gateway itself:
+Counted by the gateway (requests it answered, whoever the topic's other publishers are):
 
-    choreograph_publish_requests_total{topic,code}     publish requests answered, by HTTP status
-    choreograph_published_events_total{topic}          events accepted (stored or de-duplicated)
+    choreograph_publish_requests_total{topic,code}        publish requests, by HTTP status
 
-Read from the bus at each scrape (``Bus.counters``):
+Read at each scrape from the bus's own counters (``Bus.metrics``, since the bus opened):
 
-    choreograph_subscription_queued_events{topic,subscription}        waiting or in flight
-    choreograph_subscription_dead_letters{topic,subscription}         records in the dead-letter queue
-    choreograph_subscription_dropped_events_total{topic,subscription} undeliverable, no dead-letter store
-
-Fed by the bus through :class:`DeliveryObserver`, once the bus calls one (until then these
-families have no samples):
-
+    choreograph_published_events_total{topic}             events accepted by publish (any publisher)
+    choreograph_refused_publishes_total{topic}            publishes refused as invalid
     choreograph_delivered_events_total{topic,subscription}
-    choreograph_delivery_retries_total{topic,subscription}
-    choreograph_dead_lettered_events_total{topic,subscription,reason}
-    choreograph_delivery_latency_seconds{topic,subscription}   histogram, publish → delivered
+    choreograph_delivery_retries_total{topic,subscription}   failed attempts rescheduled, per event
+    choreograph_dead_lettered_events_total{topic,subscription}
+    choreograph_dropped_events_total{topic,subscription}     undeliverable, no dead-letter store
+    choreograph_delivery_latency_seconds{topic,subscription} histogram, publish to delivered
+
+and from its store (``Bus.counters``):
+
+    choreograph_subscription_queued_events{topic,subscription}   waiting or in flight
+    choreograph_subscription_dead_letters{topic,subscription}    records in the dead-letter queue
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final
 
 from choreograph.bus.bus import Bus
 from choreograph.errors import NotFoundError
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_SECONDS", "DeliveryObserver", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS_SECONDS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    1800.0,
-    3600.0,
-)
-
-
-class DeliveryObserver(Protocol):
-    """What the bus would call as deliveries happen (synchronously, on the loop; must not block).
-
-    ``attempted`` once per attempt, with the number of events it carried, whether it
-    delivered them and, if not, whether they will be retried; ``latency_seconds`` is from
-    publish to the successful attempt's answer. ``dead_lettered`` once per event that ends in the
-    dead-letter queue (or is dropped, when the subscription has no dead-letter store).
-    """
-
-    def attempted(
-        self,
-        topic: str,
-        subscription: str,
-        *,
-        events: int,
-        delivered: bool,
-        will_retry: bool,
-        latency_seconds: float | None,
-    ) -> None: ...
-
-    def dead_lettered(
-        self, topic: str, subscription: str, *, reason: str, dropped: bool
-    ) -> None: ...
-
-
-@dataclass(slots=True)
-class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_SECONDS))
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        index = bisect.bisect_left(LATENCY_BUCKETS_SECONDS, value)
-        if index < len(self.buckets):
-            self.buckets[index] += 1
-        self.total += value
-        self.count += 1
 
 
 def _label(value: str) -> str:
@@ -106,153 +47,123 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+class _Exposition:
+    """Lines of the text format, one family at a time."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+_SUBSCRIPTION_COUNTERS: Final = (
+    ("choreograph_delivered_events_total", "delivered", "Events delivered to a subscription."),
+    (
+        "choreograph_delivery_retries_total",
+        "retried",
+        "Failed delivery attempts rescheduled, counted per event.",
+    ),
+    ("choreograph_dead_lettered_events_total", "deadLettered", "Events dead-lettered."),
+    (
+        "choreograph_dropped_events_total",
+        "dropped",
+        "Undeliverable events dropped (the subscription has no dead-letter store).",
+    ),
+)
+
+
 class GatewayMetrics:
-    """The gateway's counters; also a :class:`DeliveryObserver` for the bus to feed."""
+    """The gateway's own counters, and the exposition of everything."""
 
     def __init__(self) -> None:
         self.publish_requests: Counter[tuple[str, int]] = Counter()
-        self.published_events: Counter[str] = Counter()
-        self.delivered_events: Counter[tuple[str, str]] = Counter()
-        self.delivery_retries: Counter[tuple[str, str]] = Counter()
-        self.dead_lettered_events: Counter[tuple[str, str, str]] = Counter()
-        self.latency: dict[tuple[str, str], _Histogram] = {}
 
-    # the gateway ---------------------------------------------------------------------------------
-    def published(self, topic: str, events: int) -> None:
+    def published(self, topic: str) -> None:
+        """A publish to ``topic`` answered 200."""
         self.publish_requests[(topic, 200)] += 1
-        self.published_events[topic] += events
 
     def publish_refused(self, topic: str, status: int) -> None:
         """A refused publish to an existing topic (unknown topics are not counted: their names
         come from the caller and would make unbounded label values)."""
         self.publish_requests[(topic, status)] += 1
 
-    # the bus (DeliveryObserver) ----------------------------------------------------------------
-    def attempted(
-        self,
-        topic: str,
-        subscription: str,
-        *,
-        events: int,
-        delivered: bool,
-        will_retry: bool,
-        latency_seconds: float | None,
-    ) -> None:
-        key = (topic, subscription)
-        if delivered:
-            self.delivered_events[key] += events
-            if latency_seconds is not None:
-                self.latency.setdefault(key, _Histogram()).observe(latency_seconds)
-        elif will_retry:
-            self.delivery_retries[key] += events
-
-    def dead_lettered(self, topic: str, subscription: str, *, reason: str, dropped: bool) -> None:
-        if not dropped:
-            self.dead_lettered_events[(topic, subscription, reason)] += 1
-
-    # exposition --------------------------------------------------------------------------------
     async def render(self, bus: Bus) -> str:
-        """The exposition text: the gateway's counters and the bus's current counts."""
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-
-        family(
+        """The exposition text: the gateway's counters, the bus's and its store's."""
+        out = _Exposition()
+        out.family(
             "choreograph_publish_requests_total",
             "counter",
             "Publish requests to existing topics, by HTTP status answered.",
         )
         for (topic, status), count in sorted(self.publish_requests.items()):
-            labels = _labels(topic=topic, code=str(status))
-            lines.append(f"choreograph_publish_requests_total{labels} {count}")
-        family(
-            "choreograph_published_events_total",
-            "counter",
-            "Events accepted by the publish endpoint.",
-        )
-        for topic, count in sorted(self.published_events.items()):
-            lines.append(f"choreograph_published_events_total{_labels(topic=topic)} {count}")
-        lines.extend(await self._bus_counts(bus))
-        family(
-            "choreograph_delivered_events_total",
-            "counter",
-            "Events delivered to a subscription.",
-        )
-        for (topic, sub), count in sorted(self.delivered_events.items()):
-            labels = _labels(topic=topic, subscription=sub)
-            lines.append(f"choreograph_delivered_events_total{labels} {count}")
-        family(
-            "choreograph_delivery_retries_total",
-            "counter",
-            "Failed delivery attempts that will be retried, counted per event.",
-        )
-        for (topic, sub), count in sorted(self.delivery_retries.items()):
-            labels = _labels(topic=topic, subscription=sub)
-            lines.append(f"choreograph_delivery_retries_total{labels} {count}")
-        family(
-            "choreograph_dead_lettered_events_total",
-            "counter",
-            "Events dead-lettered, by reason.",
-        )
-        for (topic, sub, reason), count in sorted(self.dead_lettered_events.items()):
-            labels = _labels(topic=topic, subscription=sub, reason=reason)
-            lines.append(f"choreograph_dead_lettered_events_total{labels} {count}")
-        family(
+            out.sample("choreograph_publish_requests_total", count, topic=topic, code=str(status))
+        snapshot = bus.metrics.snapshot()
+        topics: dict[str, dict[str, int]] = snapshot["topics"]
+        for name, key, help_text in (
+            ("choreograph_published_events_total", "published", "Events accepted by publish."),
+            ("choreograph_refused_publishes_total", "refused", "Publishes refused as invalid."),
+        ):
+            out.family(name, "counter", help_text)
+            for topic, values in topics.items():
+                out.sample(name, values[key], topic=topic)
+        subscriptions = [
+            (*key.split("/", 1), values) for key, values in snapshot["subscriptions"].items()
+        ]
+        for name, key, help_text in _SUBSCRIPTION_COUNTERS:
+            out.family(name, "counter", help_text)
+            for topic, sub, values in subscriptions:
+                out.sample(name, values[key], topic=topic, subscription=sub)
+        out.family(
             "choreograph_delivery_latency_seconds",
             "histogram",
             "Time from publish to successful delivery.",
         )
-        for (topic, sub), histogram in sorted(self.latency.items()):
-            cumulative = 0
-            for bound, count in zip(LATENCY_BUCKETS_SECONDS, histogram.buckets, strict=True):
-                cumulative += count
-                labels = _labels(topic=topic, subscription=sub, le=_number(bound))
-                lines.append(f"choreograph_delivery_latency_seconds_bucket{labels} {cumulative}")
-            labels = _labels(topic=topic, subscription=sub, le="+Inf")
-            lines.append(f"choreograph_delivery_latency_seconds_bucket{labels} {histogram.count}")
-            labels = _labels(topic=topic, subscription=sub)
-            lines.append(
-                f"choreograph_delivery_latency_seconds_sum{labels} {_number(histogram.total)}"
-            )
-            lines.append(f"choreograph_delivery_latency_seconds_count{labels} {histogram.count}")
-        return "\n".join(lines) + "\n"
+        for topic, sub, values in subscriptions:
+            _histogram(out, topic, sub, values)
+        await _store_counts(out, bus)
+        return out.text()
 
-    @staticmethod
-    async def _bus_counts(bus: Bus) -> list[str]:
-        counts: list[tuple[str, str, dict[str, int]]] = []
-        for topic in await bus.list_topics():
-            try:
-                subscriptions = await bus.list_subscriptions(topic.name)
-                for sub in subscriptions:
-                    counts.append((topic.name, sub.name, await bus.counters(topic.name, sub.name)))
-            except NotFoundError:  # deleted while we were reading
-                continue
-        lines: list[str] = []
-        for name, kind, key, help_text in (
-            (
-                "choreograph_subscription_queued_events",
-                "gauge",
-                "queued",
-                "Events waiting for delivery or in flight.",
-            ),
-            (
-                "choreograph_subscription_dead_letters",
-                "gauge",
-                "deadLettered",
-                "Records in the dead-letter queue.",
-            ),
-            (
-                "choreograph_subscription_dropped_events_total",
-                "counter",
-                "dropped",
-                "Undeliverable events dropped (the subscription has no dead-letter store).",
-            ),
-        ):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for topic_name, sub_name, values in counts:
-                labels = _labels(topic=topic_name, subscription=sub_name)
-                lines.append(f"{name}{labels} {values.get(key, 0)}")
-        return lines
+
+def _histogram(out: _Exposition, topic: str, sub: str, values: dict[str, Any]) -> None:
+    name = "choreograph_delivery_latency_seconds"
+    cumulative = 0
+    for bound, count in zip(values["latencyBucketsSeconds"], values["latencyCounts"], strict=False):
+        cumulative += count
+        out.sample(f"{name}_bucket", cumulative, topic=topic, subscription=sub, le=_number(bound))
+    out.sample(f"{name}_bucket", values["latencyCount"], topic=topic, subscription=sub, le="+Inf")
+    out.sample(f"{name}_sum", values["latencySumSeconds"], topic=topic, subscription=sub)
+    out.sample(f"{name}_count", values["latencyCount"], topic=topic, subscription=sub)
+
+
+async def _store_counts(out: _Exposition, bus: Bus) -> None:
+    counts: list[tuple[str, str, dict[str, int]]] = []
+    for topic_record in await bus.list_topics():
+        name = topic_record.name
+        try:
+            for record in await bus.list_subscriptions(name):
+                counts.append((name, record.name, await bus.counters(name, record.name)))
+        except NotFoundError:  # deleted while we were reading
+            continue
+    for family, key, help_text in (
+        (
+            "choreograph_subscription_queued_events",
+            "queued",
+            "Events waiting for delivery or in flight.",
+        ),
+        (
+            "choreograph_subscription_dead_letters",
+            "deadLettered",
+            "Records in the dead-letter queue.",
+        ),
+    ):
+        out.family(family, "gauge", help_text)
+        for topic, sub, values in counts:
+            out.sample(family, values.get(key, 0), topic=topic, subscription=sub)

@@ -9,21 +9,20 @@ from __future__ import annotations
 import copy
 from typing import Any, Final
 
+from choreograph.gateway.openapi_schemas import (
+    JSON,
+    RESPONSES,
+    SCHEMAS,
+    SECURITY_SCHEMES,
+    json_content,
+    ref,
+)
+
 __all__ = ["openapi_document"]
-
-_JSON: Final = "application/json"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {_JSON: {"schema": schema}}}
 
 
 def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"description": description, **(_json(schema) if schema is not None else {})}
+    return {"description": description, **(json_content(schema) if schema is not None else {})}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -32,6 +31,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Unauthorized",
         404: "NotFound",
         409: "Conflict",
+        410: "Gone",
         413: "PayloadTooLarge",
         503: "Unavailable",
     }
@@ -86,268 +86,16 @@ _PUBLISH = {
     "requestBody": {
         "required": True,
         "content": {
-            _JSON: {"schema": {"type": "array", "items": _ref("EventGridEvent")}},
-            "application/cloudevents+json": {"schema": _ref("CloudEvent")},
+            JSON: {"schema": {"type": "array", "items": ref("EventGridEvent")}},
+            "application/cloudevents+json": {"schema": ref("CloudEvent")},
             "application/cloudevents-batch+json": {
-                "schema": {"type": "array", "items": _ref("CloudEvent")}
+                "schema": {"type": "array", "items": ref("CloudEvent")}
             },
         },
     },
     "responses": {
         "200": {"description": "Every event was stored (or de-duplicated); the body is empty."},
         **_errors(400, 401, 404, 413, 503),
-    },
-}
-
-_RESOURCE_IDENTITY: Final = {
-    "id": {"type": "string"},
-    "name": {"type": "string"},
-    "type": {"type": "string"},
-}
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                                "target": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            }
-        },
-    },
-    "EventGridEvent": {
-        "type": "object",
-        "required": ["id", "subject", "eventType", "eventTime"],
-        "properties": {
-            "id": {"type": "string", "minLength": 1},
-            "subject": {"type": "string"},
-            "eventType": {"type": "string", "minLength": 1},
-            "eventTime": {"type": "string", "format": "date-time"},
-            "data": {},
-            "dataVersion": {"type": "string"},
-            "metadataVersion": {"type": "string", "enum": ["1"]},
-            "topic": {"type": "string"},
-        },
-        "additionalProperties": False,
-    },
-    "CloudEvent": {
-        "type": "object",
-        "required": ["specversion", "id", "source", "type"],
-        "properties": {
-            "specversion": {"type": "string", "enum": ["1.0"]},
-            "id": {"type": "string", "minLength": 1},
-            "source": {"type": "string", "minLength": 1},
-            "type": {"type": "string", "minLength": 1},
-            "subject": {"type": "string", "minLength": 1},
-            "time": {"type": "string", "format": "date-time"},
-            "datacontenttype": {"type": "string", "minLength": 1},
-            "dataschema": {"type": "string", "minLength": 1},
-            "data": {},
-            "data_base64": {"type": "string", "format": "byte"},
-        },
-        "additionalProperties": {
-            "anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]
-        },
-    },
-    "TopicProperties": {
-        "type": "object",
-        "properties": {
-            "inputSchema": {"type": "string", "enum": ["CloudEventSchemaV1_0", "EventGridSchema"]},
-            "deduplicationWindowSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
-        },
-        "additionalProperties": False,
-    },
-    "TopicRequest": {
-        "type": "object",
-        "description": "id, name and type are read back from a GET and ignored (name must be "
-        "the name in the URL).",
-        "properties": {**_RESOURCE_IDENTITY, "properties": _ref("TopicProperties")},
-        "additionalProperties": False,
-    },
-    "Topic": {
-        "type": "object",
-        "required": ["id", "name", "type", "properties"],
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "type": {"type": "string", "enum": ["Microsoft.EventGrid/topics"]},
-            "properties": {
-                "type": "object",
-                "required": ["inputSchema", "endpoint", "provisioningState"],
-                "properties": {
-                    "inputSchema": {"type": "string"},
-                    "deduplicationWindowSeconds": {"type": "number"},
-                    "endpoint": {"type": "string"},
-                    "provisioningState": {"type": "string"},
-                },
-            },
-        },
-    },
-    "TopicList": {
-        "type": "object",
-        "required": ["value"],
-        "properties": {"value": {"type": "array", "items": _ref("Topic")}},
-    },
-    "Keys": {
-        "type": "object",
-        "required": ["key1", "key2"],
-        "properties": {"key1": {"type": "string"}, "key2": {"type": "string"}},
-    },
-    "RegenerateKeyRequest": {
-        "type": "object",
-        "required": ["keyName"],
-        "properties": {"keyName": {"type": "string", "enum": ["key1", "key2"]}},
-        "additionalProperties": False,
-    },
-    "Destination": {
-        "type": "object",
-        "required": ["endpointType"],
-        "properties": {
-            "endpointType": {"type": "string", "enum": ["WebHook", "InProcess"]},
-            "properties": {
-                "type": "object",
-                "properties": {
-                    "endpointUrl": {"type": "string", "pattern": "^https?://[^/\\s]+"},
-                    "maxEventsPerBatch": {"type": "integer", "minimum": 1, "maximum": 5000},
-                    "preferredBatchSizeInKilobytes": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 1024,
-                    },
-                },
-                "additionalProperties": False,
-            },
-        },
-        "additionalProperties": False,
-    },
-    "RetryPolicy": {
-        "type": "object",
-        "properties": {
-            "maxDeliveryAttempts": {"type": "integer", "minimum": 1, "maximum": 30},
-            "eventTimeToLiveInMinutes": {"type": "integer", "minimum": 1, "maximum": 1440},
-            "backoffSeconds": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 30,
-                "items": {"type": "number", "minimum": 0, "maximum": 86400},
-            },
-            "nonRetryableStatusCodes": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 300, "maximum": 599},
-            },
-        },
-        "additionalProperties": False,
-    },
-    "SubscriptionProperties": {
-        "type": "object",
-        "properties": {
-            "destination": _ref("Destination"),
-            "filter": {
-                "type": "object",
-                "description": "Event Grid's filter: includedEventTypes, subjectBeginsWith, "
-                "subjectEndsWith, isSubjectCaseSensitive, advancedFilters, "
-                "enableAdvancedFilteringOnArrays.",
-            },
-            "retryPolicy": _ref("RetryPolicy"),
-            "deliveryTimeoutSeconds": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMinimum": True,
-                "maximum": 3600,
-            },
-            "eventDeliverySchema": {
-                "type": "string",
-                "enum": ["CloudEventSchemaV1_0", "EventGridSchema"],
-            },
-            "deadLetterEnabled": {"type": "boolean"},
-            "maxConcurrentDeliveries": {"type": "integer", "minimum": 1, "maximum": 1000},
-        },
-        "additionalProperties": False,
-    },
-    "SubscriptionRequest": {
-        "type": "object",
-        "description": "id, name and type are read back from a GET and ignored (name must be "
-        "the name in the URL).",
-        "properties": {**_RESOURCE_IDENTITY, "properties": _ref("SubscriptionProperties")},
-        "additionalProperties": False,
-    },
-    "Subscription": {
-        "type": "object",
-        "required": ["id", "name", "type", "properties"],
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "type": {"type": "string", "enum": ["Microsoft.EventGrid/eventSubscriptions"]},
-            "properties": {
-                "type": "object",
-                "required": ["topic", "destination", "provisioningState"],
-                "properties": {
-                    "topic": {"type": "string"},
-                    "destination": {"type": "object"},
-                    "provisioningState": {
-                        "type": "string",
-                        "enum": ["Succeeded", "AwaitingManualAction", "Failed", "Creating"],
-                    },
-                },
-            },
-        },
-    },
-    "SubscriptionList": {
-        "type": "object",
-        "required": ["value"],
-        "properties": {"value": {"type": "array", "items": _ref("Subscription")}},
-    },
-    "DeadLetter": {
-        "type": "object",
-        "description": "The event in the subscription's delivery schema plus deadLetterReason, "
-        "deliveryAttempts, lastDeliveryOutcome, publishTime, lastDeliveryAttemptTime and the "
-        "record id deadLetterId (all lower-case in the CloudEvents schema).",
-        "additionalProperties": True,
-    },
-    "DeadLetterList": {
-        "type": "object",
-        "required": ["value"],
-        "properties": {
-            "value": {"type": "array", "items": _ref("DeadLetter")},
-            "nextLink": {"type": "string"},
-        },
-    },
-    "RedriveRequest": {
-        "type": "object",
-        "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
-        "additionalProperties": False,
-    },
-    "Redriven": {
-        "type": "object",
-        "required": ["redriven"],
-        "properties": {"redriven": {"type": "integer", "minimum": 0}},
-    },
-    "Purged": {
-        "type": "object",
-        "required": ["purged"],
-        "properties": {"purged": {"type": "integer", "minimum": 0}},
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]}},
     },
 }
 
@@ -364,7 +112,7 @@ def _operation(
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        operation["requestBody"] = {"required": False, **_json(_ref(body))}
+        operation["requestBody"] = {"required": False, **json_content(ref(body))}
     return operation
 
 
@@ -378,14 +126,14 @@ def _paths() -> dict[str, Any]:
         "/topics/{topic}/api/events": {"post": {**_PUBLISH, "parameters": [_TOPIC, _API_VERSION]}},
         "/api/events": {"post": {**_PUBLISH, "parameters": [_API_VERSION]}},
         "/management/topics": {
-            "get": _operation("List topics", {"200": _ok("Topics", _ref("TopicList")), **admin})
+            "get": _operation("List topics", {"200": _ok("Topics", ref("TopicList")), **admin})
         },
         base: {
             "put": _operation(
                 "Create or update a topic",
                 {
-                    "200": _ok("Updated", _ref("Topic")),
-                    "201": _ok("Created", _ref("Topic")),
+                    "200": _ok("Updated", ref("Topic")),
+                    "201": _ok("Created", ref("Topic")),
                     **_errors(400, 401, 404, 413),
                 },
                 parameters=topic,
@@ -393,7 +141,7 @@ def _paths() -> dict[str, Any]:
             ),
             "get": _operation(
                 "Read a topic",
-                {"200": _ok("The topic", _ref("Topic")), **_errors(400, 401, 404)},
+                {"200": _ok("The topic", ref("Topic")), **_errors(400, 401, 404)},
                 parameters=topic,
             ),
             "delete": _operation(
@@ -405,14 +153,14 @@ def _paths() -> dict[str, Any]:
         base + "/listKeys": {
             "post": _operation(
                 "The topic's access keys",
-                {"200": _ok("Keys", _ref("Keys")), **_errors(400, 401, 404)},
+                {"200": _ok("Keys", ref("Keys")), **_errors(400, 401, 404)},
                 parameters=topic,
             )
         },
         base + "/regenerateKey": {
             "post": _operation(
                 "Replace key1 or key2",
-                {"200": _ok("Keys", _ref("Keys")), **_errors(400, 401, 404, 413)},
+                {"200": _ok("Keys", ref("Keys")), **_errors(400, 401, 404, 413)},
                 parameters=topic,
                 body="RegenerateKeyRequest",
             )
@@ -420,7 +168,7 @@ def _paths() -> dict[str, Any]:
         base + "/eventSubscriptions": {
             "get": _operation(
                 "List a topic's subscriptions",
-                {"200": _ok("Subscriptions", _ref("SubscriptionList")), **_errors(400, 401, 404)},
+                {"200": _ok("Subscriptions", ref("SubscriptionList")), **_errors(400, 401, 404)},
                 parameters=topic,
             )
         },
@@ -428,8 +176,8 @@ def _paths() -> dict[str, Any]:
             "put": _operation(
                 "Create or update a subscription (a webhook is validated first)",
                 {
-                    "200": _ok("Updated", _ref("Subscription")),
-                    "201": _ok("Created", _ref("Subscription")),
+                    "200": _ok("Updated", ref("Subscription")),
+                    "201": _ok("Created", ref("Subscription")),
                     **_errors(400, 401, 404, 413),
                 },
                 parameters=sub,
@@ -437,7 +185,7 @@ def _paths() -> dict[str, Any]:
             ),
             "get": _operation(
                 "Read a subscription",
-                {"200": _ok("The subscription", _ref("Subscription")), **_errors(400, 401, 404)},
+                {"200": _ok("The subscription", ref("Subscription")), **_errors(400, 401, 404)},
                 parameters=sub,
             ),
             "delete": _operation(
@@ -466,7 +214,7 @@ def _paths() -> dict[str, Any]:
         dead: {
             "get": _operation(
                 "List dead letters, oldest first",
-                {"200": _ok("A page", _ref("DeadLetterList")), **_errors(400, 401, 404)},
+                {"200": _ok("A page", ref("DeadLetterList")), **_errors(400, 401, 404)},
                 parameters=[
                     *sub,
                     {
@@ -479,14 +227,14 @@ def _paths() -> dict[str, Any]:
             ),
             "delete": _operation(
                 "Purge every dead letter",
-                {"200": _ok("Purged", _ref("Purged")), **_errors(400, 401, 404)},
+                {"200": _ok("Purged", ref("Purged")), **_errors(400, 401, 404)},
                 parameters=sub,
             ),
         },
         dead + "/redrive": {
             "post": _operation(
                 "Send dead letters back to the subscription (those named, or all)",
-                {"200": _ok("Redriven", _ref("Redriven")), **_errors(400, 401, 404, 413)},
+                {"200": _ok("Redriven", ref("Redriven")), **_errors(400, 401, 404, 413)},
                 parameters=sub,
                 body="RedriveRequest",
             )
@@ -494,21 +242,45 @@ def _paths() -> dict[str, Any]:
         dead + "/{id}": {
             "get": _operation(
                 "Read a dead letter",
-                {"200": _ok("The record", _ref("DeadLetter")), **_errors(400, 401, 404)},
+                {"200": _ok("The record", ref("DeadLetter")), **_errors(400, 401, 404)},
                 parameters=record,
             ),
             "delete": _operation(
                 "Purge a dead letter",
-                {"200": _ok("Purged", _ref("Purged")), **_errors(400, 401, 404)},
+                {"200": _ok("Purged", ref("Purged")), **_errors(400, 401, 404)},
                 parameters=record,
             ),
+        },
+        "/validate/{topic}/{subscription}": {
+            "get": {
+                "summary": "A webhook's validationUrl (manual validation of a subscription)",
+                "description": "Served when the gateway validates webhooks: a GET within the "
+                "window activates the subscription whose handshake was answered without the code.",
+                "security": [],
+                "parameters": [
+                    _TOPIC,
+                    {**_SUBSCRIPTION, "name": "subscription"},
+                    {"name": "code", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _ok(
+                        "Validated",
+                        {
+                            "type": "object",
+                            "required": ["provisioningState"],
+                            "properties": {"provisioningState": {"type": "string"}},
+                        },
+                    ),
+                    **_errors(400, 404, 410),
+                },
+            }
         },
         "/healthz": {
             "get": _operation(
                 "Health",
                 {
-                    "200": _ok("Serving", _ref("Health")),
-                    "503": _ok("The bus is unavailable", _ref("Health")),
+                    "200": _ok("Serving", ref("Health")),
+                    "503": _ok("The bus is unavailable", ref("Health")),
                 },
                 security=[],
             )
@@ -533,18 +305,6 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def _responses() -> dict[str, Any]:
-    texts = {
-        "BadRequest": "Invalid request; nothing was changed.",
-        "Unauthorized": "Missing or invalid credentials.",
-        "NotFound": "No such topic, subscription, record or route.",
-        "Conflict": "The resource already exists.",
-        "PayloadTooLarge": "The request or an event is over 1 MB.",
-        "Unavailable": "The bus is unavailable.",
-    }
-    return {name: {"description": text, **_json(_ref("Error"))} for name, text in texts.items()}
-
-
 _DOCUMENT: Final = {
     "openapi": "3.0.3",
     "info": {
@@ -554,20 +314,9 @@ _DOCUMENT: Final = {
     },
     "paths": _paths(),
     "components": {
-        "schemas": _SCHEMAS,
-        "responses": _responses(),
-        "securitySchemes": {
-            "adminBearer": {"type": "http", "scheme": "bearer"},
-            "sasKey": {"type": "apiKey", "in": "header", "name": "aeg-sas-key"},
-            "sasKeyQuery": {"type": "apiKey", "in": "query", "name": "aeg-sas-key"},
-            "sasToken": {"type": "apiKey", "in": "header", "name": "aeg-sas-token"},
-            "sharedAccessSignature": {
-                "type": "apiKey",
-                "in": "header",
-                "name": "Authorization",
-                "description": "SharedAccessSignature r=<resource>&e=<expiry>&s=<signature>",
-            },
-        },
+        "schemas": SCHEMAS,
+        "responses": RESPONSES,
+        "securitySchemes": SECURITY_SCHEMES,
     },
 }
 

@@ -82,11 +82,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise HTTPProblem(
                 400, "Content-Length must be a non-negative integer", code="InvalidContentLength"
             )
-        if int(declared) > limit:
+        if len(declared.strip()) > 18 or int(declared) > limit:
             raise HTTPProblem(
                 413,
-                f"the request is {int(declared)} bytes; the limit of a publish request is "
-                f"{limit} bytes",
+                f"the request is {declared.strip()[:20]} bytes; the limit of a publish "
+                f"request is {limit} bytes",
                 code="RequestTooLarge",
             )
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -227,7 +227,10 @@ def publish_routes(bus: Bus, settings: GatewaySettings, metrics: GatewayMetrics)
             refusal = problem_from_error(exc)
             metrics.publish_refused(topic.name, refusal.status)
             raise refusal from exc
-        metrics.published(topic.name, len(events))
+        except RecursionError:  # data that decoded but is too deep to validate
+            metrics.publish_refused(topic.name, 400)
+            raise HTTPProblem(400, "the body is nested too deeply", code="InvalidEvent") from None
+        metrics.published(topic.name)
         return Response(status_code=200)
 
     async def _accept(request: Request, topic: TopicRecord) -> list[Any]:
