@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from choreograph import Bus, ChoreographError, Clock, CloudEvent, Reject
+from choreograph import ChoreographError, Clock, CloudEvent, Reject
 from choreograph.clock import format_timestamp
 from choreograph.sdk import Context, Service, ServiceStore
+from choreograph.sdk.remote import Publisher
 from choreograph.sdk.tracing import new_trace
 from drone_delivery.events import (
     DELIVERIES_TOPIC,
@@ -113,7 +114,8 @@ _CODES: Final = {400: "InvalidRequest", 413: "PayloadTooLarge"}
 class Ingestion:
     """The Ingestion service (``.service``) and its HTTP API (``.routes()``).
 
-    The API needs the bus and the service's store: :meth:`attach` them once the service runs.
+    The API needs where to publish (the bus, or a gateway client in another process) and the
+    service's store: :meth:`attach` them once the service runs.
     """
 
     def __init__(
@@ -125,10 +127,10 @@ class Ingestion:
         self.rng = rng or random.Random()
         self.notifier = Notifier()
         self.service = self._build_service()
-        self._bus: Bus | None = None
+        self._bus: Publisher | None = None
         self._store: ServiceStore | None = None
 
-    def attach(self, bus: Bus, store: ServiceStore) -> None:
+    def attach(self, bus: Publisher, store: ServiceStore) -> None:
         self._bus = bus
         self._store = store
 
@@ -143,7 +145,7 @@ class Ingestion:
         return self._store
 
     @property
-    def bus(self) -> Bus:
+    def bus(self) -> Publisher:
         if self._bus is None:
             raise ChoreographError("the ingestion service is not running")
         return self._bus

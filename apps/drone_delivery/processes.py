@@ -1,0 +1,86 @@
+"""Drone Delivery as separate processes (``choreograph up --processes``): what each one runs.
+
+    choreograph serve monitor drone_delivery.processes:workflows ...   gateway, bus and monitor
+    choreograph serve service drone_delivery.processes:package ...     one per business service
+    choreograph serve service drone_delivery.processes:ingestion ...   its HTTP API too
+
+Each function reads the ``DRONE_DELIVERY_*`` settings when the process starts, so every process
+of a system runs with the same settings as the one-process mode. The ingestion process serves
+the Ingestion API and, read-only from the monitor's trace store in the same data directory,
+``/transactions``: a client sees the same URLs in both modes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Final
+
+from starlette.routing import BaseRoute
+
+from choreograph import SystemClock
+from choreograph.monitor import TRACE_STORE_FILE, TraceStore, Workflow, monitor_routes
+from choreograph.sdk import Service
+from choreograph.sdk.asgi import ApiContext, ServiceWithApi
+from drone_delivery.delivery import build_delivery_service
+from drone_delivery.ingestion import Ingestion
+from drone_delivery.monitoring import drone_delivery_workflow
+from drone_delivery.package import build_package_service
+from drone_delivery.scheduler import build_scheduler_service
+from drone_delivery.settings import Settings
+
+__all__ = [
+    "BUSINESS_SERVICES",
+    "delivery",
+    "ingestion",
+    "package",
+    "scheduler",
+    "workflows",
+]
+
+BUSINESS_SERVICES: Final = ("package", "scheduler", "delivery")
+"""The services behind the Ingestion API, each its own process (started before ingestion)."""
+
+
+def _settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def workflows() -> list[Workflow]:
+    """What the monitor watches (beside the gateway)."""
+    return [drone_delivery_workflow(_settings())]
+
+
+def package() -> Service:
+    return build_package_service(_settings(), clock=SystemClock())
+
+
+def scheduler() -> Service:
+    return build_scheduler_service(_settings(), clock=SystemClock())
+
+
+def delivery() -> Service:
+    return build_delivery_service(_settings(), clock=SystemClock())
+
+
+def ingestion() -> ServiceWithApi:
+    """The Ingestion service with its HTTP API, publishing through the gateway."""
+    tracker = Ingestion(_settings(), clock=SystemClock())
+
+    @contextlib.asynccontextmanager
+    async def api(context: ApiContext) -> AsyncIterator[Sequence[BaseRoute]]:
+        tracker.attach(context.publisher, context.store)
+        routes: list[BaseRoute] = list(tracker.routes())
+        traces = None
+        if context.data_dir is not None and (context.data_dir / TRACE_STORE_FILE).exists():
+            traces = TraceStore(context.data_dir / TRACE_STORE_FILE, read_only=True)
+            routes.extend(monitor_routes(traces))
+        try:
+            yield routes
+        finally:
+            tracker.notifier.close()
+            if traces is not None:
+                traces.close()
+
+    return ServiceWithApi(service=tracker.service, api=api)
