@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-__all__ = ["Clock", "SystemClock", "TimerHandle", "format_timestamp", "sleep_until"]
+__all__ = ["Clock", "SystemClock", "TimerHandle", "format_timestamp", "sleep_until", "within"]
+
+_T = TypeVar("_T")
 
 
 class TimerHandle(Protocol):
@@ -55,6 +57,32 @@ async def sleep_until(clock: Clock, when: float) -> None:
     handle = clock.call_at(when, wake)
     try:
         await future
+    finally:
+        handle.cancel()
+
+
+async def within(clock: Clock, seconds: float, awaitable: Awaitable[_T]) -> _T:
+    """Await ``awaitable``; TimeoutError once ``clock`` passed ``seconds`` from now.
+
+    :func:`asyncio.timeout` on the injected clock: the awaiting task is cancelled when the time
+    comes, and the cancellation becomes a TimeoutError unless someone else also cancelled it.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    handle = clock.call_at(clock.now() + seconds, expire)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            raise TimeoutError from None
+        raise
     finally:
         handle.cancel()
 

@@ -26,6 +26,11 @@ and hands out. Its model:
 - **Dead letters** are listed, read, redriven (back to their subscription as fresh deliveries)
   and purged per subscription. A dropped delivery (dead-lettering disabled) increments the
   subscription's ``dropped`` counter.
+- A **pulling** backend (:attr:`Backend.pulls`, NATS) is shared by several processes, and
+  deliveries another process stores reach this one only when it asks the engine for them: the
+  dispatcher then keeps a request waiting (:meth:`Backend.wait_ready`) whenever it has room, and
+  ``Bus.idle`` also asks the engine whether a subscription is :meth:`Backend.quiet`. The embedded
+  backends are told of every delivery at ``append`` and keep the defaults.
 
 Backends raise :class:`~choreograph.errors.BackendError` for engine failures (the driver's
 exception chained) and never let a driver exception escape.
@@ -136,6 +141,8 @@ class Backend(abc.ABC):
     url: str
     durable: bool
     """True when a published event survives the process (``sqlite``, ``nats``)."""
+    pulls: bool = False
+    """True when deliveries stored by other processes arrive only when asked for (``nats``)."""
 
     # lifecycle ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -217,6 +224,25 @@ class Backend(abc.ABC):
     ) -> AppendResult | None:
         """Remove ``delivery`` and store ``record`` (None: drop it and count it), appending
         ``announce`` in the same write; returns the announcement's result."""
+
+    # pulling ----------------------------------------------------------------------------------
+    async def wait_ready(
+        self, topic: str, subscription: str, *, limit: int, wake: asyncio.Event
+    ) -> None:
+        """Wait until deliveries of the subscription may be ready to lease or ``wake`` is set.
+
+        Called by the dispatcher of a pulling backend whenever it has room for ``limit`` more:
+        the backend asks the engine for them meanwhile, and returns after a short real-time
+        poll period at the latest, after which the dispatcher leases anyway (which also takes
+        retries other processes scheduled). The other backends are told of new deliveries and
+        only wait for ``wake``."""
+        await wake.wait()
+
+    async def quiet(self, topic: str, subscription: str, *, now: float) -> bool:
+        """Whether the engine holds nothing of the subscription that is due at ``now`` or being
+        delivered (by any process). ``Bus.idle`` asks a pulling backend this once its own
+        dispatchers are idle; the embedded backends know no more than their dispatcher."""
+        return True
 
     # dead letters ------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from choreograph.backends import open_backend
 from choreograph.backends.base import AppendResult, Delivery, TopicAppend
@@ -40,6 +40,9 @@ from choreograph.errors import (
 __all__ = ["MAX_EVENTS_PER_PUBLISH", "Bus", "Publishable"]
 
 logger = logging.getLogger(__name__)
+
+QUIET_POLL_SECONDS: Final = 0.01
+"""How often ``idle`` asks a pulling backend again while a subscription is not quiet."""
 
 
 class Bus(Router, DeadLetterAdmin):
@@ -263,7 +266,8 @@ class Bus(Router, DeadLetterAdmin):
         """Wait until no delivery is buffered, in flight or due at the clock's current time.
 
         With a fake clock this is how a test lets everything due "now" happen before it
-        advances time again.
+        advances time again. On a pulling backend (NATS) the engine must also report each
+        subscription dispatched here quiet: nothing due or being delivered by any process.
         """
         self.watched += 1
         try:
@@ -271,12 +275,31 @@ class Bus(Router, DeadLetterAdmin):
                 if self._all_idle():
                     await self.backend.flush()
                     if self._all_idle():
-                        return
+                        if not self.backend.pulls or await self._engine_quiet():
+                            return
+                        # The engine's state changes without telling us: look again shortly.
+                        self._changed.clear()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(QUIET_POLL_SECONDS):
+                                await self._changed.wait()
                     continue
                 self._changed.clear()
                 await self._changed.wait()
         finally:
             self.watched -= 1
+
+    async def _engine_quiet(self) -> bool:
+        """Ask a pulling backend whether each dispatched subscription is quiet; send the
+        feeders of those that are not to lease."""
+        now = self.clock.now()
+        dispatchers = list(self._dispatchers.values())
+        answers = await asyncio.gather(
+            *(self.backend.quiet(d.topic, d.name, now=now) for d in dispatchers)
+        )
+        for dispatcher, quiet in zip(dispatchers, answers, strict=True):
+            if not quiet:
+                dispatcher.notify_backlog()
+        return all(answers)
 
     def _all_idle(self) -> bool:
         if self._pending_commits:

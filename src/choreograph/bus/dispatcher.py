@@ -5,6 +5,8 @@ local buffer, hand them to the endpoint and settle the outcome through the retry
 deliveries reach the buffer two ways: handed over by ``publish`` already leased (the common,
 fast path) or leased from the backend by the feeder when they come due (retries, backlog,
 redrives, restarts). A failing or slow subscription only ever occupies its own workers.
+With a pulling backend (NATS), whose deliveries stored by other processes arrive only when
+asked for, the feeder keeps a request waiting on the engine whenever it has room.
 
 Delivery timeouts cost one timer per worker rather than one per attempt: a worker's timer is
 armed for the deadline of the attempt in progress when it fires, and cancels the worker only if
@@ -51,6 +53,8 @@ __all__ = ["SubscriptionDispatcher"]
 logger = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS: Final = 60.0
+PULL_RETRY_SECONDS: Final = 1.0
+"""Real time a pulling feeder waits after the engine failed to take its request."""
 TIMED_OUT: Final = Outcome(
     status=0, name="TimedOut", detail="no answer within the delivery timeout"
 )
@@ -98,6 +102,8 @@ class SubscriptionDispatcher:
         self._in_flight = 0
         self._backlog = True  # unknown at start: look once
         self._leasing = False
+        self._pulls = self._backend.pulls
+        self._starved = False  # a pulling feeder waits for room (workers wake it)
         self._next_due: float | None = None
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
@@ -228,7 +234,23 @@ class SubscriptionDispatcher:
                 self._bus.state_changed()
                 continue
             self._wake.clear()
+            if self._pulls:
+                if room > 0:
+                    await self._wait_ready(room)
+                    self._backlog = True  # what arrived, retries come due, other processes' work
+                    continue
+                self._starved = True
             await self._wake.wait()
+            self._starved = False
+
+    async def _wait_ready(self, room: int) -> None:
+        """Wait on the pulling backend for deliveries (or ``_wake``), backing off in real time
+        when the engine fails."""
+        try:
+            await self._backend.wait_ready(self.topic, self.name, limit=room, wake=self._wake)
+        except Exception:
+            logger.exception("waiting for %s/%s deliveries failed; retrying", self.topic, self.name)
+            await asyncio.sleep(PULL_RETRY_SECONDS)
 
     # the workers -------------------------------------------------------------------------------
     async def _work(self, worker: _Worker) -> None:
@@ -318,7 +340,9 @@ class SubscriptionDispatcher:
             finally:
                 worker.batch = ()
                 self._in_flight -= size
-            if (self._backlog or self._next_due is not None) and not self._wake.is_set():
+            if (
+                self._backlog or self._next_due is not None or self._starved
+            ) and not self._wake.is_set():
                 self._wake.set()
             if bus.watched:
                 bus.state_changed()

@@ -31,12 +31,10 @@ while it starts (connections wait in the socket's backlog).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
-import socket
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import msgspec
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -70,6 +67,7 @@ from choreograph.sdk.endpoint import ServiceEndpoint
 from choreograph.sdk.remote import GatewayClient, GatewayError, Publisher
 from choreograph.sdk.runner import subscription_spec
 from choreograph.sdk.service import HandlerSpec, Service
+from choreograph.sdk.serving import serve
 from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore, open_service_store
 
 __all__ = [
@@ -393,42 +391,3 @@ async def publish_emitted(publisher: Publisher, emitted: Sequence[tuple[str, Clo
         by_topic.setdefault(topic, []).append(event)
     for topic, events in by_topic.items():
         await publisher.publish(topic, events)
-
-
-# serving ---------------------------------------------------------------------------------------
-async def serve(
-    app: Starlette,
-    sockets: list[socket.socket],
-    *,
-    on_listening: Callable[[], Coroutine[Any, Any, None]] | None = None,
-    graceful_shutdown_seconds: float = 5.0,
-) -> None:
-    """Serve ``app`` with uvicorn on ``sockets`` (bound and listening) until interrupted, and run
-    ``on_listening`` meanwhile: requests made to the app in the meantime wait in the sockets'
-    backlog until uvicorn accepts them. If ``on_listening`` fails, the server stops and the
-    error propagates."""
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=math.ceil(graceful_shutdown_seconds),
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=sockets))
-    if on_listening is not None:
-        starting = asyncio.create_task(on_listening())
-        try:
-            await asyncio.wait([serving, starting], return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            starting.cancel()
-            server.should_exit = True
-            await asyncio.wait([serving, starting])
-            raise
-        if not starting.done():  # the server stopped first (Ctrl-C while registering)
-            starting.cancel()
-            await asyncio.wait([starting])
-        elif starting.exception() is not None:
-            server.should_exit = True
-            await asyncio.wait([serving])
-            starting.result()
-    await serving

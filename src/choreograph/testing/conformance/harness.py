@@ -231,6 +231,8 @@ class ConformanceHarness:
     """
 
     durable: ClassVar[bool]
+    exclusive_store: ClassVar[bool] = True
+    """One process owns the store (SQLite); a shared engine (NATS) sets False."""
     """Whether the backend keeps its store across a close."""
 
     # fixtures ----------------------------------------------------------------------------------
