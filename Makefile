@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,nats]'
+	$(BIN)/python -m pip install --quiet -e '.[test,nats,postgres]'
 	touch $(STAMP)
 
 run: $(STAMP)
