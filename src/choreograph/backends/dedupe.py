@@ -34,9 +34,16 @@ class DedupeWindow:
         return len(self._expiry)
 
     def admit(
-        self, topic: str, events: Sequence[NewEvent], *, now: float, window: float
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        now: float,
+        window: float,
+        admitted: list[str] | None = None,
     ) -> list[bool]:
-        """Mark each event duplicate or not, remembering the new ones (also within the batch)."""
+        """Mark each event duplicate or not, remembering the new ones (also within the batch);
+        the keys of the new ones are appended to ``admitted`` when given."""
         if window <= 0:
             return [False] * len(events)
         if self._order_times and self._order_times[0] <= now:
@@ -55,6 +62,8 @@ class DedupeWindow:
             self._order_times.append(expires_at)
             self._order_keys.append(key)
             duplicates.append(False)
+            if admitted is not None:
+                admitted.append(key)
         return duplicates
 
     def forget(self, keys: Iterable[str]) -> None:

@@ -47,7 +47,7 @@ _SYNCHRONOUS: Final = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _PRUNE_EVERY_SECONDS: Final = 10.0
 _dead_letter_encoder = msgspec.json.Encoder()
 _topic_decoder = msgspec.json.Decoder(TopicRecord)
-_entries_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, float, float]])
+_entries_decoder = msgspec.msgpack.Decoder(list[tuple[float, float, list[str]]])
 _entries_encoder = msgspec.msgpack.Encoder()
 
 Row = tuple[Any, ...]
@@ -110,8 +110,9 @@ class SqliteBackend(SqliteDeadLetters, Backend):
     def _load_dedupe(self, connection: sqlite3.Connection) -> None:
         """Restore the de-duplication window."""
         for (blob,) in connection.execute("SELECT entries FROM dedupe_log ORDER BY id"):
-            for topic, source, event_id, _, expires_at in _entries_decoder.decode(blob):
-                self._dedupe.remember(dedupe_key(topic, source, event_id), expires_at)
+            for _, expires_at, keys in _entries_decoder.decode(blob):
+                for key in keys:
+                    self._dedupe.remember(key, expires_at)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -154,12 +155,17 @@ class SqliteBackend(SqliteDeadLetters, Backend):
         def forget(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM topics WHERE name = ?", (name,))
             # The window's log mixes topics in one row per commit; rewrite the rows it touches.
+            prefix = dedupe_key(name, "", "")[: len(name) + 1]
             for row_id, blob in c.execute("SELECT id, entries FROM dedupe_log").fetchall():
                 entries = _entries_decoder.decode(blob)
-                kept = [entry for entry in entries if entry[0] != name]
+                kept = [
+                    (stored_at, expires_at, [key for key in keys if not key.startswith(prefix)])
+                    for stored_at, expires_at, keys in entries
+                ]
+                kept = [entry for entry in kept if entry[2]]
                 if not kept:
                     c.execute("DELETE FROM dedupe_log WHERE id = ?", (row_id,))
-                elif len(kept) < len(entries):
+                elif kept != entries:
                     c.execute(
                         "UPDATE dedupe_log SET entries = ? WHERE id = ?",
                         (_entries_encoder.encode(kept), row_id),
@@ -245,17 +251,18 @@ class SqliteBackend(SqliteDeadLetters, Backend):
         results = []
         remembered: list[str] = []
         for topic, events, window, handoff in appends:
-            result = AppendResult(self._dedupe.admit(topic, events, now=now, window=window))
+            admitted: list[str] = []
+            duplicates = self._dedupe.admit(
+                topic, events, now=now, window=window, admitted=admitted
+            )
+            result = AppendResult(duplicates)
             results.append(result)
             self._stage(batch, topic, events, now, handoff, result)
-            if window > 0:
-                expires_at = now + window
-                for new, duplicate in zip(events, result.duplicates, strict=True):
-                    if not duplicate:
-                        event = new.event
-                        remembered.append(dedupe_key(topic, event.source, event.id))
-                        batch.dedupe.append((topic, event.source, event.id, now, expires_at))
-        batch.acks.extend((delivery.key,) for delivery in acks)
+            if admitted:
+                remembered.extend(admitted)
+                batch.dedupe.append((now, now + window, admitted))
+        if acks:
+            batch.acks.extend([delivery.key for delivery in acks])
         if now - self._last_prune > _PRUNE_EVERY_SECONDS:
             self._last_prune = now
             batch.dedupe_cutoff = now
@@ -330,7 +337,7 @@ class SqliteBackend(SqliteDeadLetters, Backend):
         return count
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        self._open_writer.rows().acks.extend((delivery.key,) for delivery in deliveries)
+        self._open_writer.rows().acks.extend([delivery.key for delivery in deliveries])
 
     def reschedule(self, delivery: Delivery, due_at: float) -> None:
         self._open_writer.rows().reschedules.append(

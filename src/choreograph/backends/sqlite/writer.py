@@ -33,10 +33,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
-DedupeEntry = tuple[str, str, str, float, float]
-"""(topic, source, id, stored_at, expires_at)"""
+DedupeEntry = tuple[float, float, list[str]]
+"""(stored_at, expires_at, the de-duplication keys stored at that time)"""
 
 _entries_encoder = msgspec.msgpack.Encoder()
+_entries_json = msgspec.json.Encoder()
 
 
 @dataclass(slots=True)
@@ -45,7 +46,7 @@ class RowBatch:
 
     inserts: list[Row] = field(default_factory=list)
     dedupe: list[DedupeEntry] = field(default_factory=list)
-    acks: list[tuple[int]] = field(default_factory=list)
+    acks: list[int] = field(default_factory=list)
     reschedules: list[Row] = field(default_factory=list)
     releases: list[Row] = field(default_factory=list)
     dedupe_cutoff: float = 0.0
@@ -79,10 +80,13 @@ class RowBatch:
         if self.dedupe:
             connection.execute(
                 "INSERT INTO dedupe_log (expires_at, entries) VALUES (?, ?)",
-                (max(entry[-1] for entry in self.dedupe), _entries_encoder.encode(self.dedupe)),
+                (max(entry[1] for entry in self.dedupe), _entries_encoder.encode(self.dedupe)),
             )
-        if self.acks:
-            connection.executemany("DELETE FROM deliveries WHERE id = ?", self.acks)
+        if self.acks:  # one statement, no tuple per row
+            connection.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?))",
+                (_entries_json.encode(self.acks),),
+            )
         if self.reschedules:
             connection.executemany(
                 "UPDATE deliveries SET due_at = ?, leased = 0, last_outcome = ?, last_error = ?, "
