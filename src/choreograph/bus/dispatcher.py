@@ -301,9 +301,10 @@ class SubscriptionDispatcher:
                             self.topic, self.name, first.attempts - 1, self._schema, batched
                         )
                     )
+                    events: list[CloudEvent | EventGridEvent] | None = None
                     if self._eventgrid:
                         events = self._eventgrid_events(batch, now)
-                    else:
+                    elif batched or handler is None:
                         events = [delivery.event for delivery in batch]
                     worker.attempt += 1
                     number = worker.running = worker.attempt
@@ -313,12 +314,15 @@ class SubscriptionDispatcher:
                             worker.deadline, functools.partial(self._watch, worker)
                         )
                     try:
-                        if handler is not None:
+                        if handler is None:
+                            assert events is not None
+                            outcome = await endpoint.deliver(events, attempt)
+                        elif events is None:  # one CloudEvent for a plain handler: no list
+                            outcome = outcome_of_return(await handler(first.event))
+                        else:
                             outcome = outcome_of_return(
                                 await handler(events if batched else events[0])
                             )
-                        else:
-                            outcome = await endpoint.deliver(events, attempt)
                     except asyncio.CancelledError:
                         if worker.timed_out != number:
                             raise
