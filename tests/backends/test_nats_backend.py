@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -45,23 +44,10 @@ DEADLINE_SECONDS = 30.0
 pytestmark = pytest.mark.requires_service("nats")
 
 
-def require_nats() -> None:
-    """Skip the test when no NATS server runs, or fail it where services are required."""
-    reason = nats.server_unreachable(SERVER)
-    if reason is None:
-        return
-    if os.environ.get("CHOREOGRAPH_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason}; CHOREOGRAPH_REQUIRE_SERVICES=1 requires it", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
-async def url() -> AsyncIterator[str]:
+def url(nats_url: str) -> str:
     """A bus URL with a namespace of its own, deleted afterwards."""
-    require_nats()
-    namespaced = f"{SERVER}?namespace=test-{secrets.token_hex(6)}"
-    yield namespaced
-    await nats.delete_namespace(namespaced)
+    return nats_url
 
 
 def event(event_id: str | None = None, **fields: object) -> CloudEvent:

@@ -8,30 +8,9 @@ outside the namespace is touched. Without a server the tests are skipped, unless
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import AsyncIterator
-
 import pytest
 
 from choreograph.testing.conformance import DurableBusConformance
-
-if os.environ.get("CHOREOGRAPH_REQUIRE_SERVICES") == "1":
-    import choreograph.backends.nats as nats
-else:
-    nats = pytest.importorskip("choreograph.backends.nats")
-
-NATS_URL = "nats://127.0.0.1:4222"
-
-
-def require_nats() -> None:
-    """Skip the test when no NATS server runs, or fail it where services are required."""
-    reason = nats.server_unreachable(NATS_URL)
-    if reason is None:
-        return
-    if os.environ.get("CHOREOGRAPH_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason}; CHOREOGRAPH_REQUIRE_SERVICES=1 requires it", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.mark.requires_service("nats")
@@ -39,8 +18,5 @@ class TestNatsBus(DurableBusConformance):
     exclusive_store = False  # processes share a NATS store by design
 
     @pytest.fixture
-    async def bus_url(self) -> AsyncIterator[str]:
-        require_nats()
-        url = f"{NATS_URL}?namespace=test-{secrets.token_hex(6)}"
-        yield url
-        await nats.delete_namespace(url)
+    def bus_url(self, nats_url: str) -> str:
+        return nats_url

@@ -26,6 +26,9 @@ and hands out. Its model:
 - **Dead letters** are listed, read, redriven (back to their subscription as fresh deliveries)
   and purged per subscription. A dropped delivery (dead-lettering disabled) increments the
   subscription's ``dropped`` counter.
+- A backend shared by several processes (NATS) reports the **catalog** changes the others make
+  (:meth:`Backend.watch_catalog`), so that every process routes to every subscription; the
+  embedded backends have one owner and report none.
 - A **pulling** backend (:attr:`Backend.pulls`, NATS) is shared by several processes, and
   deliveries another process stores reach this one only when it asks the engine for them: the
   dispatcher then keeps a request waiting (:meth:`Backend.wait_ready`) whenever it has room, and
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -52,6 +55,7 @@ from choreograph.events import CloudEvent
 __all__ = [
     "AppendResult",
     "Backend",
+    "CatalogChange",
     "Delivery",
     "Handoff",
     "LeaseResult",
@@ -135,6 +139,15 @@ class LeaseResult:
     next_due: float | None
 
 
+class CatalogChange(NamedTuple):
+    """A topic (``subscription`` None) or a subscription another process saved, or deleted
+    (``record`` None)."""
+
+    topic: str
+    subscription: str | None
+    record: TopicRecord | SubscriptionRecord | None
+
+
 class Backend(abc.ABC):
     """Storage and queues for a bus. One instance serves one bus."""
 
@@ -179,6 +192,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def load_subscriptions(self) -> list[SubscriptionRecord]: ...
+
+    async def watch_catalog(self, changed: Callable[[CatalogChange], Awaitable[None]]) -> None:
+        """From now until the backend closes, call ``changed`` with each catalog change another
+        process makes after the catalog was loaded, in order. The embedded backends have one
+        owner: nothing to report."""
+        return None
 
     # queue -------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -108,6 +108,7 @@ class Bus(Router, DeadLetterAdmin):
             for record in list(state.subscriptions.values()):
                 if not isinstance(record.spec.destination, InProcessDestination):
                     await self._start_remote(record)
+        await self.backend.watch_catalog(self.apply_external)
 
     async def close(self) -> None:
         """Stop every dispatcher (see the module docstring for the order), then the backend."""
@@ -165,6 +166,8 @@ class Bus(Router, DeadLetterAdmin):
         if self._group is None:
             raise BusClosedError("the bus is not open; use `async with Bus(url) as bus`")
         await self.detach(record.topic, record.name)
+        if not self._opened:  # closed meanwhile (a change another process made, say)
+            raise BusClosedError("the bus closed")
         dispatcher = SubscriptionDispatcher(self, record, endpoint)
         self._dispatchers[(record.topic, record.name)] = dispatcher
         dispatcher.start(self._group)

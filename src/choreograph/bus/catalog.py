@@ -1,7 +1,8 @@
 """The bus's catalog: topics and subscriptions, created, updated, read, listed and deleted.
 
 The catalog is loaded from the backend when the bus opens and kept in memory, with each topic's
-compiled routes (subscription name and filter predicate) ready for publish.
+compiled routes (subscription name and filter predicate) ready for publish. A backend shared by
+several processes reports what the others change (:meth:`Catalog.apply_external`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from choreograph.backends.base import Backend
+from choreograph.backends.base import Backend, CatalogChange
 from choreograph.bus.filters import compile_filter
 from choreograph.bus.subscription import (
     ProvisioningState,
@@ -309,6 +310,41 @@ class Catalog:
         await self.backend.delete_subscription(topic, name)
         del state.subscriptions[name]
         state.rebuild_routes()
+
+    # changes made by other processes -----------------------------------------------------------
+    async def apply_external(self, change: CatalogChange) -> None:
+        """Apply a change another process made to a shared catalog (the backend reports it).
+
+        The catalog changes before the first await, so that publish routes by it at once; then
+        the subscription's dispatcher in this process, if any, follows the change."""
+        if not self._opened:
+            return
+        topic, name, record = change
+        state = self._topics.get(topic)
+        if name is None:
+            if isinstance(record, TopicRecord):
+                if state is None:
+                    self._topics[topic] = TopicState(record)
+                elif state.record != record:
+                    state.set_record(record)
+            elif state is not None and record is None:
+                del self._topics[topic]
+                for subscription in list(state.subscriptions):
+                    await self._subscription_deleted(topic, subscription)
+            return
+        if state is None:
+            return  # its topic is gone (or not yet known: a topic's record is written first)
+        existing = state.subscriptions.get(name)
+        if isinstance(record, SubscriptionRecord):
+            if existing == record:
+                return
+            state.subscriptions[name] = record
+            state.rebuild_routes()
+            await self._subscription_changed(record, existing)
+        elif record is None and existing is not None:
+            del state.subscriptions[name]
+            state.rebuild_routes()
+            await self._subscription_deleted(topic, name)
 
     # hooks for the bus -------------------------------------------------------------------------
     async def _subscription_changed(

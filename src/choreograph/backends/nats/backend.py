@@ -8,7 +8,9 @@ it. A retry is a copy on the ``wait`` subject that a process holds until it is d
 clock (:mod:`~choreograph.backends.nats.retries`). Publishes are de-duplicated by JetStream on
 ``Nats-Msg-Id`` (:mod:`~choreograph.backends.nats.appends`); dead letters and the catalog are
 KV buckets. Appends and settles are written by one task, in order
-(:mod:`~choreograph.backends.nats.writer`).
+(:mod:`~choreograph.backends.nats.writer`). Every process follows the catalog bucket for the
+topics and subscriptions the others create, change and delete
+(:mod:`~choreograph.backends.nats.watch`).
 
 The backend *pulls*: deliveries another process publishes reach this one when its dispatcher
 asks for them (``wait_ready`` leaves a request open on the server), so ``Bus.idle`` also asks
@@ -21,18 +23,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import msgspec
 from nats.aio.msg import Msg
 
-from choreograph.backends.base import AppendResult, Backend, Delivery, LeaseResult, TopicAppend
+from choreograph.backends.base import (
+    AppendResult,
+    Backend,
+    CatalogChange,
+    Delivery,
+    LeaseResult,
+    TopicAppend,
+)
 from choreograph.backends.nats.catalog import WAIT_ACK_SECONDS, CatalogStore, lease_seconds
 from choreograph.backends.nats.deadletters import DeadLetterStore
 from choreograph.backends.nats.engine import Engine, engine_errors
 from choreograph.backends.nats.retries import SubscriptionQueue, move_id
 from choreograph.backends.nats.settings import NatsSettings
+from choreograph.backends.nats.watch import CatalogWatch
 from choreograph.backends.nats.wire import (
     ATTEMPTS,
     DUE,
@@ -77,6 +87,7 @@ class NatsBackend(Backend):
         """The subscriptions this process knows, with their lease (``ready`` AckWait)."""
         self._queues: dict[tuple[str, str], SubscriptionQueue] = {}
         self._stack = contextlib.AsyncExitStack()
+        self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -102,7 +113,7 @@ class NatsBackend(Backend):
                 MAX_EVENT_BYTES,
             )
         self._writer = Writer(engine, lambda topic, name: (topic, name) in self._subscriptions)
-        group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        group = self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = [
             group.create_task(self._writer.run(), name=f"NATS writer {self.url}"),
             group.create_task(self._keep_alive(), name=f"NATS keepalive {self.url}"),
@@ -136,6 +147,7 @@ class NatsBackend(Backend):
         for task in self._tasks:
             task.cancel()
         await self._stack.aclose()
+        self._group = None
         self._writer = None
         await self._engine.close()
 
@@ -202,6 +214,43 @@ class NatsBackend(Backend):
             records = await self._catalog.load_subscriptions()
         self._subscriptions = {(r.topic, r.name): lease_seconds(r) for r in records}
         return records
+
+    async def watch_catalog(self, changed: Callable[[CatalogChange], Awaitable[None]]) -> None:
+        """Follow the catalog bucket from where it was loaded (see the watch module)."""
+        if self._group is None:
+            raise BackendError("the NATS backend is not open")
+
+        async def external(change: CatalogChange) -> None:
+            # The backend's view of the subscriptions changes in the same step as the bus's
+            # catalog (the first part of ``changed`` runs before it awaits anything).
+            gone: list[tuple[str, str]] = []
+            if isinstance(change.record, SubscriptionRecord):
+                key = (change.topic, change.record.name)
+                self._subscriptions[key] = lease_seconds(change.record)
+                queue = self._queues.get(key)
+                if queue is not None:
+                    queue.set_ack_wait(lease_seconds(change.record))
+            elif change.record is None:
+                gone = [
+                    key
+                    for key in self._subscriptions
+                    if key[0] == change.topic and change.subscription in (None, key[1])
+                ]
+                for key in gone:
+                    self._subscriptions.pop(key, None)
+            await changed(change)
+            for key in gone:
+                queue = self._queues.pop(key, None)
+                if queue is not None:
+                    queue.drop_held()
+                    with contextlib.suppress(Exception):
+                        await queue.stop()
+
+        watch = CatalogWatch(self._engine, self._catalog, external)
+        await watch.open()
+        self._tasks.append(
+            self._group.create_task(watch.run(), name=f"NATS catalog watch {self.url}")
+        )
 
     # queue -------------------------------------------------------------------------------------
     def append(

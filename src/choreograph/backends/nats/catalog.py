@@ -6,6 +6,12 @@ that does not exist. A subscription gets two durable pull consumers on its topic
 ``<name>-ready`` hands out due deliveries and its ``AckWait`` is the lease (three delivery
 timeouts and a margin); ``<name>-wait`` hands out scheduled retries to the process that will
 hold them until they are due (see :mod:`choreograph.backends.nats.retries`).
+
+Every process of a bus keeps the catalog in memory and follows the bucket for what the others
+change (:mod:`~choreograph.backends.nats.watch`). To tell a change it has not seen from one it
+has, it remembers the stream sequence of each key's latest value it knows (loaded, written by
+itself, or seen): a change is new only when its sequence is higher. Deletions leave a tombstone
+so that followers see them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import msgspec
 import nats.js.errors
 from nats.js import api
 
+from choreograph.backends.base import CatalogChange
 from choreograph.backends.nats.bucket import Bucket
 from choreograph.backends.nats.engine import Engine
 from choreograph.bus.subscription import SubscriptionRecord, SubscriptionSpec
@@ -48,6 +55,36 @@ class CatalogStore:
         self._names = engine.names
         self._replicas = engine.settings.replicas
         self.bucket = Bucket(engine, engine.names.catalog_bucket)
+        self.sequences: dict[str, int] = {}
+        """Key -> stream sequence of the latest value of it this process knows."""
+        self.loaded_through = 0
+        """The bucket's latest sequence before the catalog was loaded: following starts after."""
+
+    def is_new(self, key: str, sequence: int) -> bool:
+        """Whether the value of ``key`` at ``sequence`` is newer than any this process knows;
+        if so it is now the one known."""
+        if sequence <= self.sequences.get(key, 0):
+            return False
+        self.sequences[key] = sequence
+        return True
+
+    def _known(self, key: str, sequence: int) -> None:
+        self.sequences[key] = max(sequence, self.sequences.get(key, 0))
+
+    def change_of(self, key: str, value: bytes | None) -> CatalogChange | None:
+        """The change a value (None: a tombstone) of ``key`` stands for; None for a key that is
+        no topic or subscription."""
+        kind, _, rest = key.partition(".")
+        if kind == "topic" and rest:
+            record = None if value is None else _topic_decoder.decode(value)
+            return CatalogChange(topic=rest, subscription=None, record=record)
+        topic, _, name = rest.partition(".")
+        if kind == "subscription" and topic and name:
+            subscription = (
+                None if value is None else _subscription_from_dict(msgspec.json.decode(value))
+            )
+            return CatalogChange(topic=topic, subscription=name, record=subscription)
+        return None
 
     # topics ------------------------------------------------------------------------------------
     async def save_topic(self, record: TopicRecord) -> None:
@@ -83,18 +120,28 @@ class CatalogStore:
             )
         else:
             await engine.delete_stream(names.marker_stream(topic))
-        await self.bucket.put(f"topic.{topic}", msgspec.json.encode(record))
+        key = f"topic.{topic}"
+        self._known(key, await self.bucket.put(key, msgspec.json.encode(record)))
 
     async def delete_topic(self, name: str) -> None:
-        await self.bucket.delete(f"topic.{name}")
-        await self.bucket.delete(f"subscription.{name}.*")
+        for key in [f"topic.{name}", *await self.bucket.keys(f"subscription.{name}.*")]:
+            self._known(key, await self.bucket.tombstone(key))
         await self._engine.delete_stream(self._names.stream(name))
         await self._engine.delete_stream(self._names.marker_stream(name))
 
+    async def _load(self, pattern: str) -> list[bytes]:
+        """The values of the keys matching ``pattern``, their sequences remembered."""
+        keys = await self.bucket.keys(pattern)
+        values = []
+        for key, (value, sequence) in zip(keys, await self.bucket.entries(keys), strict=True):
+            self._known(key, sequence)
+            if value is not None:
+                values.append(value)
+        return values
+
     async def load_topics(self) -> list[TopicRecord]:
-        keys = await self.bucket.keys("topic.*")
-        values = await self.bucket.values(keys)
-        return [_topic_decoder.decode(value) for value in values if value is not None]
+        self.loaded_through = await self.bucket.last_sequence()
+        return [_topic_decoder.decode(value) for value in await self._load("topic.*")]
 
     # subscriptions -----------------------------------------------------------------------------
     async def save_subscription(self, record: SubscriptionRecord) -> None:
@@ -127,14 +174,14 @@ class CatalogStore:
                 headers_only=True,
             ),
         )
-        await self.bucket.put(
-            f"subscription.{record.topic}.{record.name}",
-            msgspec.json.encode(_subscription_to_dict(record)),
-        )
+        key = f"subscription.{record.topic}.{record.name}"
+        encoded = msgspec.json.encode(_subscription_to_dict(record))
+        self._known(key, await self.bucket.put(key, encoded))
 
     async def delete_subscription(self, topic: str, name: str) -> None:
         names, js = self._names, self._engine.js
-        await self.bucket.delete(f"subscription.{topic}.{name}")
+        key = f"subscription.{topic}.{name}"
+        self._known(key, await self.bucket.tombstone(key))
         stream = names.stream(topic)
         for consumer in (names.ready_consumer(name), names.wait_consumer(name)):
             with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -142,12 +189,9 @@ class CatalogStore:
         await self._engine.purge(stream, names.subscription_subjects(topic, name))
 
     async def load_subscriptions(self) -> list[SubscriptionRecord]:
-        keys = await self.bucket.keys("subscription.*.*")
-        values = await self.bucket.values(keys)
         return [
             _subscription_from_dict(msgspec.json.decode(value))
-            for value in values
-            if value is not None
+            for value in await self._load("subscription.*.*")
         ]
 
 
