@@ -5,7 +5,8 @@ For each delivered event:
 1. the **inbox**: if this handler already handled this event id, the events it emitted then are
    emitted again (same ids, so the topic's de-duplication absorbs them) and nothing else runs;
 2. the service's **middleware**, then the **handler**, with a context whose state changes are a
-   unit of work (undone if the handler fails);
+   unit of work (:meth:`ServiceStore.work <choreograph.sdk.ServiceStore.work>`: undone if the
+   handler fails; a store shared by several processes checks the inbox again in it);
 3. the unit and the inbox entry are **committed** to the service's store, together;
 4. the emitted events go back to the bus in the outcome; the bus stores them together with the
    acknowledgement of this delivery.
@@ -24,7 +25,6 @@ from choreograph.errors import ChoreographError, Retry
 from choreograph.events import CloudEvent, EventGridEvent, encode_event
 from choreograph.sdk.context import Context
 from choreograph.sdk.service import HandlerSpec, Service
-from choreograph.sdk.state import StateView, Unit
 from choreograph.sdk.store import ServiceStore, encode_emitted
 from choreograph.sdk.tracing import child_of
 
@@ -79,40 +79,40 @@ class ServiceEndpoint:
             raise Retry(f"event {event.id} is being handled by {name}", delay_seconds=1.0)
         self._in_progress.add(key)
         try:
-            if self.spec.kind != "join":
-                return await self._run(event, key, attempt)
             # Joins of one transaction run one at a time, through their commit.
-            lock_name = f"join:{self.spec.name}:{event.correlationid or event.id}"
-            try:
-                async with self.store.state.lock(lock_name):
-                    return await self._run(event, key, attempt)
-            finally:
-                self.store.state.forget_lock(lock_name)
+            lock = None
+            if self.spec.kind == "join":
+                lock = f"join:{self.spec.name}:{event.correlationid or event.id}"
+            return await self._run(event, key, attempt, lock)
         finally:
             self._in_progress.discard(key)
 
-    async def _run(self, event: CloudEvent, key: str, attempt: int) -> list[tuple[str, CloudEvent]]:
-        unit = Unit()
-        context = Context(
-            service=self.service.name,
-            handler=self.spec.name,
-            event=event,
-            attempt=attempt,
-            state=StateView(self.store.state, unit),
-            trace=child_of(event.traceparent),
-            emits=self.spec.emits,
-            clock=self.clock,
-            cause=key,
-        )
-        try:
+    async def _run(
+        self, event: CloudEvent, key: str, attempt: int, lock: str | None
+    ) -> list[tuple[str, CloudEvent]]:
+        async with self.store.work(self.spec.name, key, lock=lock) as work:
+            if work.replay is not None:  # another process handled it meanwhile
+                return work.replay
+            context = Context(
+                service=self.service.name,
+                handler=self.spec.name,
+                event=event,
+                attempt=attempt,
+                state=work.state,
+                trace=child_of(event.traceparent),
+                emits=self.spec.emits,
+                clock=self.clock,
+                cause=key,
+            )
             await self._chain(context)
             for _, emitted in context.emitted:
                 encode_event(emitted)  # refuse what the bus would refuse, before committing
-            unit.inbox = (self.spec.name, key, self.clock.now(), encode_emitted(context.emitted))
-            await self.store.commit(unit)
-        except BaseException:
-            await self.store.undo(unit)
-            raise
+            work.unit.inbox = (
+                self.spec.name,
+                key,
+                self.clock.now(),
+                encode_emitted(context.emitted),
+            )
         context.run_after_commit()
         return context.emitted
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import msgspec
 
@@ -15,7 +15,10 @@ from choreograph.sdk.endpoint import ServiceEndpoint
 from choreograph.sdk.service import HandlerSpec, Service
 from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore, open_service_store
 
-__all__ = ["RunningService", "subscription_spec"]
+__all__ = ["STARTUP_LOCK", "RunningService", "subscription_spec"]
+
+STARTUP_LOCK: Final = "_startup"
+"""The state lock held by the startup functions of a service."""
 
 
 def subscription_spec(service: Service, spec: HandlerSpec, topic: str) -> SubscriptionSpec:
@@ -67,7 +70,9 @@ class RunningService:
         try:
             await self.store.forget_before(self.clock.now() - INBOX_RETENTION_SECONDS)
             for startup in self.service.startup:
-                async with self.store.transaction() as state:
+                # Processes of one service sharing a store start one at a time: each seeds
+                # on what the one before committed.
+                async with self.store.transaction() as state, state.lock(STARTUP_LOCK):
                     await startup(state)
             await self._attach()
         except BaseException:

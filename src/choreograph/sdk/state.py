@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
@@ -91,7 +92,11 @@ class State:
 
 
 class StateView:
-    """What a handler sees as ``ctx.state``: reads and writes recorded in its unit of work."""
+    """What a handler sees as ``ctx.state``: reads and writes recorded in its unit of work.
+
+    This one reads and writes the process's :class:`State`; a store that keeps its state
+    elsewhere (PostgreSQL) gives handlers a subclass overriding ``get``, ``items``, ``_write``
+    and ``lock``."""
 
     __slots__ = ("_state", "_unit")
 
@@ -126,9 +131,10 @@ class StateView:
         """Remove ``key``; visible at once, durable with the handler."""
         self._write(collection, key, None)
 
-    def lock(self, name: str) -> asyncio.Lock:
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """A lock shared by every handler of this service in this process, for a
-        read-decide-write section (``async with ctx.state.lock("fleet"): ...``)."""
+        read-decide-write section (``async with ctx.state.lock("fleet"): ...``). A store shared
+        by several processes makes it a lock across them, held until the handler commits."""
         return self._state.lock(name)
 
     def _write(self, collection: str, key: str, value: bytes | None) -> None:

@@ -1,8 +1,13 @@
 """Where a service keeps its inbox (the events it has handled) and its state.
 
-``sqlite:///path/service.db`` (the default, one file per service) or ``memory://``. A handler's
-state changes and its inbox entry are written in one transaction; writes from concurrent handlers
-share a commit.
+``sqlite:///path/service.db`` (the default, one file per service), ``memory://``, or
+``postgresql://…?schema=<name>`` (:mod:`choreograph.sdk.postgres`, shared by every process of a
+service). A handler's state changes and its inbox entry are written in one transaction; writes
+from concurrent handlers share a commit.
+
+A handler runs in a unit of work, :meth:`ServiceStore.work`: the memory and SQLite stores keep
+the state in this process (:class:`~choreograph.sdk.state.State`), apply its changes at once and
+undo them if the handler fails; the PostgreSQL store runs it as one database transaction.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import abc
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, Final
 
@@ -22,7 +28,13 @@ from choreograph.errors import BackendError, ConfigError
 from choreograph.events import CloudEvent
 from choreograph.sdk.state import State, StateView, Unit
 
-__all__ = ["MemoryServiceStore", "ServiceStore", "SqliteServiceStore", "open_service_store"]
+__all__ = [
+    "MemoryServiceStore",
+    "ServiceStore",
+    "SqliteServiceStore",
+    "Work",
+    "open_service_store",
+]
 
 Emitted = list[tuple[str, CloudEvent]]
 _emitted_decoder = msgspec.json.Decoder(list[tuple[str, CloudEvent]])
@@ -54,11 +66,33 @@ def encode_emitted(emitted: Emitted) -> bytes:
     return _emitted_encoder.encode(emitted)
 
 
+def decode_emitted(encoded: bytes) -> Emitted:
+    return _emitted_decoder.decode(encoded)
+
+
+class Work:
+    """One handler run in its unit of work: the state it sees (``ctx.state``) and the ``unit``
+    recording its changes, whose ``inbox`` entry the runtime sets before the block ends.
+
+    ``replay`` is what the handler emitted when it already handled the event: a store shared
+    by several processes finds out only once the run has begun (another process committed it
+    meanwhile); the runtime then returns it and runs nothing."""
+
+    __slots__ = ("replay", "state", "unit")
+
+    def __init__(self, state: StateView, unit: Unit, replay: Emitted | None = None) -> None:
+        self.state = state
+        self.unit = unit
+        self.replay = replay
+
+
 class ServiceStore(abc.ABC):
     """A service's inbox and state."""
 
     def __init__(self) -> None:
         self.state = State()
+        """The state in this process: all of it for the memory and SQLite stores; a store that
+        keeps it elsewhere (PostgreSQL) uses only its in-process locks."""
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -82,6 +116,28 @@ class ServiceStore(abc.ABC):
     def view(self) -> StateView:
         """Read the state outside a handler (writes through this view are not committed)."""
         return StateView(self.state, Unit())
+
+    def work(
+        self, handler: str, event_id: str, *, lock: str | None = None
+    ) -> AbstractAsyncContextManager[Work]:
+        """Run ``handler`` on ``event_id`` in a unit of work (see :class:`Work`), holding the
+        lock named ``lock`` through the commit when given: the unit (with the inbox entry set
+        in the block) is committed when the block exits, undone if it raises."""
+        return self._work(lock)
+
+    @contextlib.asynccontextmanager
+    async def _work(self, lock: str | None) -> AsyncIterator[Work]:
+        async with contextlib.AsyncExitStack() as stack:
+            if lock is not None:
+                stack.callback(self.state.forget_lock, lock)  # once released (callbacks unwind)
+                await stack.enter_async_context(self.state.lock(lock))
+            unit = Unit()
+            try:
+                yield Work(StateView(self.state, unit), unit)
+                await self.commit(unit)
+            except BaseException:
+                await self.undo(unit)
+                raise
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StateView]:
@@ -227,9 +283,21 @@ class SqliteServiceStore(ServiceStore):
 
 
 def open_service_store(url: str) -> ServiceStore:
-    """The store for ``url``: ``memory://`` or ``sqlite:///relative.db`` / ``sqlite:////abs.db``."""
+    """The store for ``url``: ``memory://``, ``sqlite:///relative.db`` / ``sqlite:////abs.db``,
+    or ``postgresql://user@host:5432/database?schema=name`` (install ``choreograph[postgres]``)."""
     if url == "memory://":
         return MemoryServiceStore()
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
         return SqliteServiceStore(url[len("sqlite:///") :])
-    raise ConfigError(f"a service store URL is memory:// or sqlite:///path, got {url!r}")
+    if url.startswith("postgresql://"):
+        try:
+            from choreograph.sdk.postgres import PostgresServiceStore
+        except ImportError as exc:
+            raise ConfigError(
+                "the PostgreSQL service store needs asyncpg: pip install 'choreograph[postgres]'"
+            ) from exc
+        return PostgresServiceStore(url)
+    raise ConfigError(
+        "a service store URL is memory:// or sqlite:///path (or postgresql://host/database"
+        f"?schema=name), got {url!r}"
+    )
