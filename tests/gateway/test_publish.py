@@ -278,6 +278,52 @@ async def test_get_on_the_publish_path_is_405_with_an_error_body(client: httpx.A
     assert_error(await client.get(EG_URL), 405)
 
 
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        (f"/topics/{EG_TOPIC}/x/api/events", 404),
+        ("/topics//api/events", 404),
+        ("/topics/no-such-topic/api/events", 404),
+    ],
+)
+async def test_paths_that_only_look_like_publish_paths_get_an_error_body(
+    bus: Bus, client: httpx.AsyncClient, path: str, status: int
+) -> None:
+    response = await client.post(path, json=[eg_event()], headers=await key(bus, EG_TOPIC))
+    assert_error(response, status)
+    assert await stored(bus, EG_TOPIC) == 0
+
+
+async def test_publish_under_a_root_path_reaches_the_topic(bus: Bus) -> None:
+    app = create_app(bus, GatewaySettings(admin_token=ADMIN_TOKEN))
+    transport = httpx.ASGITransport(app=app, root_path="/eventgrid")
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        response = await client.post(
+            f"/eventgrid{EG_URL}", json=[eg_event()], headers=await key(bus, EG_TOPIC)
+        )
+    assert response.status_code == 200, response.text
+    assert await stored(bus, EG_TOPIC) == 1
+
+
+async def test_a_bug_under_publish_is_a_500_error_body_and_raised_for_the_server_to_log(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bus, "publish", broken)
+    app = create_app(bus, GatewaySettings(admin_token=ADMIN_TOKEN))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        response = await client.post(EG_URL, json=[eg_event()], headers=await key(bus, EG_TOPIC))
+    error = assert_error(response, 500, "internal error")
+    assert error["details"][0]["code"] == "InternalError"
+    raising = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=raising, base_url="http://gateway") as client:
+        with pytest.raises(RuntimeError, match="a bug"):
+            await client.post(EG_URL, json=[eg_event()], headers=await key(bus, EG_TOPIC))
+
+
 # input schema and content types -----------------------------------------------------------------
 async def test_an_event_grid_array_to_a_cloudevents_topic_names_the_schema_it_takes(
     bus: Bus, client: httpx.AsyncClient

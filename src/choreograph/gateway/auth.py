@@ -203,15 +203,30 @@ def request_url(request: Request, public_url: str | None) -> str:
     return f"{url.scheme}://{url.netloc}{url.path}"
 
 
-def authenticate_publisher(request: Request, topic: TopicRecord, *, url: str, now: float) -> str:
+_CREDENTIAL_HEADERS: Final = {
+    b"aeg-sas-key": "aeg-sas-key",
+    b"aeg-sas-token": "aeg-sas-token",
+    b"authorization": "authorization",
+}
+"""The headers that carry a publisher's credential, in the order they are checked."""
+
+
+def authenticate_publisher(
+    request: Request, topic: TopicRecord, *, public_url: str | None, now: float
+) -> str:
     """Check the credentials of a publish request; return the scheme that authenticated it.
+    A SAS token is checked against the URL the client addressed (see :func:`request_url`).
 
     Raises a 401 HTTPProblem when no credential is presented or any presented one is invalid.
     """
+    found: dict[str, list[str]] = {}
+    for raw_name, raw_value in request.headers.raw:  # one pass: this runs on every publish
+        name = _CREDENTIAL_HEADERS.get(raw_name.lower())
+        if name is not None:
+            found.setdefault(name, []).append(raw_value.decode("latin-1"))
     presented: list[tuple[str, str]] = []
-    headers = request.headers
-    for name in ("aeg-sas-key", "aeg-sas-token", "authorization"):
-        values = headers.getlist(name)
+    for name in _CREDENTIAL_HEADERS.values():
+        values = found.get(name, ())
         if len(values) > 1:
             raise _unauthorized(f"the {name} header appears more than once", "AmbiguousCredential")
         if values:
@@ -231,11 +246,11 @@ def authenticate_publisher(request: Request, topic: TopicRecord, *, url: str, no
         )
     for name, value in presented:
         if name == "aeg-sas-token":
-            _check_sas(value, topic, url, now)
+            _check_sas(value, topic, request_url(request, public_url), now)
         elif name == "authorization":
             scheme, _, rest = value.strip().partition(" ")
             if scheme.lower() == SAS_SCHEME:
-                _check_sas(rest, topic, url, now)
+                _check_sas(rest, topic, request_url(request, public_url), now)
             elif scheme.lower() == "bearer":
                 raise _unauthorized(
                     "Microsoft Entra ID bearer tokens are not supported; use a topic key or a "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -41,7 +42,7 @@ from choreograph.errors import (
     TopicNotFoundError,
 )
 from choreograph.events import CloudEvent, EventGridEvent, parse_cloudevents, parse_eventgrid_events
-from choreograph.gateway.auth import authenticate_publisher, request_url
+from choreograph.gateway.auth import authenticate_publisher
 from choreograph.gateway.errors import HTTPProblem, problem_from_error
 from choreograph.gateway.metrics import GatewayMetrics
 from choreograph.gateway.settings import GatewaySettings
@@ -50,7 +51,10 @@ __all__ = [
     "API_VERSION",
     "BATCH_MEDIA_TYPE",
     "STRUCTURED_MEDIA_TYPE",
+    "PublishHandler",
     "events_from_body",
+    "publish_handler",
+    "publish_path_params",
     "publish_routes",
     "read_body",
 ]
@@ -63,6 +67,10 @@ BATCH_MEDIA_TYPE: Final = "application/cloudevents-batch+json"
 _EVENTGRID_MEDIA_TYPES: Final = frozenset({"", "application/json", "text/json"})
 _REQUIRED_BINARY_ATTRIBUTES: Final = ("specversion", "id", "source", "type")
 _NOT_BINARY_ATTRIBUTES: Final = frozenset({"data", "data_base64", "datacontenttype"})
+
+
+_ACCEPTED: Final = Response(status_code=200)
+"""The answer to an accepted publish: 200, empty (it holds no state, so one serves every request)."""
 
 
 def _media_type(content_type: str | None) -> str:
@@ -205,8 +213,12 @@ async def _find_topic(bus: Bus, name: str) -> TopicRecord:
         raise HTTPProblem(404, f"topic {shown!r} does not exist", code="TopicNotFound") from None
 
 
-def publish_routes(bus: Bus, settings: GatewaySettings, metrics: GatewayMetrics) -> list[Route]:
-    """The publish routes over ``bus``."""
+PublishHandler = Callable[[Request], Awaitable[Response]]
+
+
+def publish_handler(bus: Bus, settings: GatewaySettings, metrics: GatewayMetrics) -> PublishHandler:
+    """The publish endpoint over ``bus``: takes a request whose ``path_params`` hold the topic
+    (none for the default topic) and answers 200, or raises :class:`HTTPProblem`."""
 
     async def publish(request: Request) -> Response:
         name = request.path_params.get("topic", settings.default_topic)
@@ -231,12 +243,13 @@ def publish_routes(bus: Bus, settings: GatewaySettings, metrics: GatewayMetrics)
             metrics.publish_refused(topic.name, 400)
             raise HTTPProblem(400, "the body is nested too deeply", code="InvalidEvent") from None
         metrics.published(topic.name)
-        return Response(status_code=200)
+        return _ACCEPTED
 
     async def _accept(request: Request, topic: TopicRecord) -> list[Any]:
-        url = request_url(request, settings.public_url)
         try:
-            scheme = authenticate_publisher(request, topic, url=url, now=bus.clock.now())
+            scheme = authenticate_publisher(
+                request, topic, public_url=settings.public_url, now=bus.clock.now()
+            )
         except HTTPProblem as problem:
             client = request.client.host if request.client else "?"
             logger.info("refused a publish to %s from %s: %s", topic.name, client, problem.code)
@@ -253,7 +266,24 @@ def publish_routes(bus: Bus, settings: GatewaySettings, metrics: GatewayMetrics)
         logger.debug("publish of %d events to %s (%s)", len(events), topic.name, scheme)
         return events
 
+    return publish
+
+
+def publish_routes(handler: PublishHandler) -> list[Route]:
+    """The publish routes, served by ``handler``."""
     return [
-        Route("/topics/{topic}/api/events", publish, methods=["POST"]),
-        Route("/api/events", publish, methods=["POST"]),
+        Route("/topics/{topic}/api/events", handler, methods=["POST"]),
+        Route("/api/events", handler, methods=["POST"]),
     ]
+
+
+def publish_path_params(path: str) -> dict[str, str] | None:
+    """The path parameters of a publish route that ``path`` (without the root path) matches, as
+    the routes would give them; None when it is no publish path."""
+    if path == "/api/events":
+        return {}
+    if path.startswith("/topics/") and path.endswith("/api/events"):
+        topic = path[len("/topics/") : -len("/api/events")]
+        if topic and "/" not in topic:
+            return {"topic": topic}
+    return None
