@@ -40,6 +40,8 @@ WAIT_BATCH: Final = 1000
 ABSORB_SECONDS: Final = 1.0
 """How often a lease looks for retries it did not schedule itself (other processes' or a
 crashed one's); retries this process schedules are taken at its next lease."""
+MAKE_READY_RETRY_SECONDS: Final = 1.0
+"""How long (on the bus clock) a due retry whose copy to ``ready`` failed waits for another."""
 ACTIVE_SECONDS: Final = 60.0
 """How long after its dispatcher last leased a subscription's held retries and fetched
 deliveries are still kept alive."""
@@ -102,7 +104,7 @@ class SubscriptionQueue:
         await self.take_retries()
         due = self.pop_due(now)
         if due:
-            await self._make_ready(due)
+            await self._make_ready(due, now)
         room = limit - len(self.ready.messages)
         if room > 0:
             await self.ready.fetch(room)
@@ -110,9 +112,11 @@ class SubscriptionQueue:
         self.leased(taken, hold_seconds)
         return taken
 
-    async def _make_ready(self, due: list[Msg]) -> None:
+    async def _make_ready(self, due: list[Msg], now: float) -> None:
         """Copy due retries (their event read back by sequence) to ``ready``, then acknowledge
-        them; a retry whose copy failed stays held."""
+        them. A retry whose copy failed (the engine is electing a stream leader, say) stays
+        held, due again :data:`MAKE_READY_RETRY_SECONDS` later, so that a failing engine is not
+        asked again at once."""
         engine = self._engine
         stream = engine.names.stream(self.topic)
         subject = engine.names.ready(self.topic, self.subscription)
@@ -120,11 +124,10 @@ class SubscriptionQueue:
             *(engine.payload_at(stream, msg.metadata.sequence.stream) for msg in due),
             return_exceptions=True,
         )
-        copies, moving = [], []
+        copies, moving, failed = [], [], []
         for msg, event in zip(due, events, strict=True):
             if isinstance(event, BaseException):
-                logger.warning("NATS: reading a due retry failed (%r); retrying", event)
-                self.hold(msg)
+                failed.append((msg, event))
             elif event is None:
                 logger.warning("NATS: retry %s is gone", msg.metadata.sequence.stream)
             else:
@@ -134,11 +137,21 @@ class SubscriptionQueue:
         copied = []
         for msg, outcome in zip(moving, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                logger.warning("NATS: making a retry ready failed (%r); retrying", outcome)
-                self.hold(msg)
+                failed.append((msg, outcome))
             else:
                 copied.append(msg)
         await engine.ack_all(copied)
+        if failed:
+            logger.warning(
+                "NATS: making %d retries of %s/%s ready failed (%r); trying again in %g s",
+                len(failed),
+                self.topic,
+                self.subscription,
+                failed[0][1],
+                MAKE_READY_RETRY_SECONDS,
+            )
+            for msg, _ in failed:
+                self.hold(msg, due=now + MAKE_READY_RETRY_SECONDS)
 
     # held retries ------------------------------------------------------------------------------
     async def take_retries(self) -> None:
@@ -156,10 +169,11 @@ class SubscriptionQueue:
         for msg in arrived:
             self.hold(msg)
 
-    def hold(self, msg: Msg) -> None:
+    def hold(self, msg: Msg, *, due: float | None = None) -> None:
+        """Hold the retry ``msg`` until it is due: at ``due``, or at its ``Cg-Due`` time."""
         sequence = msg.metadata.sequence.stream
         if sequence not in self._held:
-            heapq.heappush(self._due, (due_of(msg), sequence))
+            heapq.heappush(self._due, (due_of(msg) if due is None else due, sequence))
         self._held[sequence] = msg  # a redelivery replaces the stale handle
 
     def pop_due(self, now: float) -> list[Msg]:
