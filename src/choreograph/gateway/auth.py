@@ -231,7 +231,9 @@ def authenticate_publisher(
             raise _unauthorized(f"the {name} header appears more than once", "AmbiguousCredential")
         if values:
             presented.append((name, values[0]))
-    query_keys = request.query_params.getlist("aeg-sas-key")
+    query_keys = (
+        request.query_params.getlist("aeg-sas-key") if request.scope["query_string"] else []
+    )
     if len(query_keys) > 1:
         raise _unauthorized(
             "aeg-sas-key appears more than once in the query", "AmbiguousCredential"

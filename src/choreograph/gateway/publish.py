@@ -254,7 +254,7 @@ def publish_handler(bus: Bus, settings: GatewaySettings, metrics: GatewayMetrics
             client = request.client.host if request.client else "?"
             logger.info("refused a publish to %s from %s: %s", topic.name, client, problem.code)
             raise
-        version = request.query_params.get("api-version")
+        version = request.query_params.get("api-version") if request.scope["query_string"] else None
         if version is not None and version != API_VERSION:
             raise HTTPProblem(
                 400,
