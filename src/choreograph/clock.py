@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -87,7 +88,22 @@ async def within(clock: Clock, seconds: float, awaitable: Awaitable[_T]) -> _T:
         handle.cancel()
 
 
+_last_second: tuple[float, str] = (math.nan, "")
+"""The whole second last formatted and its text up to the seconds (events come many a second)."""
+
+
 def format_timestamp(epoch_seconds: float) -> str:
-    """RFC 3339 UTC timestamp with microseconds, as Event Grid writes them."""
-    moment = datetime.fromtimestamp(epoch_seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC timestamp with microseconds, as Event Grid writes them (the microseconds
+    rounded as ``datetime.fromtimestamp`` rounds them)."""
+    global _last_second
+    fraction, whole = math.modf(epoch_seconds)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    second, prefix = _last_second
+    if second != whole:
+        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (whole, prefix)
+    return f"{prefix}.{micros:06d}Z"

@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import uuid
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from choreograph.bus import Bus, RetryPolicy
 from choreograph.events import CloudEvent
 from choreograph.sdk import Context, Service, emitted_id
+from choreograph.sdk.context import ID_NAMESPACE
 from choreograph.sdk.endpoint import event_key
 from choreograph.testing.clock import FakeClock
 
 from .support import drain, make_event, probe, run_for, unique
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)))  # what UTF-8 can carry
+
+
+@given(*[_TEXT] * 4, st.integers(min_value=0, max_value=10**6))
+def test_emitted_id_is_uuid5_of_the_cause_service_handler_type_and_position(
+    cause: str, service: str, handler: str, event_type: str, position: int
+) -> None:
+    name = f"{cause}\n{service}\n{handler}\n{event_type}\n{position}"
+    expected = str(uuid.uuid5(ID_NAMESPACE, name))
+    assert emitted_id(cause, service, handler, event_type, position) == expected
 
 
 def test_emitted_id_is_a_stable_version_5_uuid() -> None:

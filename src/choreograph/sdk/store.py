@@ -13,11 +13,13 @@ undo them if the handler fails; the PostgreSQL store runs it as one database tra
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Final
 
 import msgspec
@@ -86,6 +88,52 @@ class Work:
         self.replay = replay
 
 
+class _LocalWork:
+    """:meth:`ServiceStore.work` of a store whose state is in this process: the changes apply at
+    once, are committed when the block exits and undone if it raises; the lock, if any, is held
+    until then. (A class rather than a generator: this runs for every delivery.)"""
+
+    __slots__ = ("_lock", "_lock_name", "_store", "_work")
+
+    def __init__(self, store: ServiceStore, lock_name: str | None) -> None:
+        self._store = store
+        self._lock_name = lock_name
+        self._lock: asyncio.Lock | None = None
+        self._work: Work | None = None
+
+    async def __aenter__(self) -> Work:
+        state = self._store.state
+        if self._lock_name is not None:
+            lock = state.lock(self._lock_name)
+            await lock.acquire()
+            self._lock = lock
+        unit = Unit()
+        self._work = Work(StateView(state, unit), unit)
+        return self._work
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._work is not None
+        unit = self._work.unit
+        try:
+            if kind is None:
+                try:
+                    await self._store.commit(unit)
+                except BaseException:
+                    await self._store.undo(unit)
+                    raise
+            else:
+                await self._store.undo(unit)
+        finally:
+            if self._lock is not None and self._lock_name is not None:
+                self._lock.release()
+                self._store.state.forget_lock(self._lock_name)
+
+
 class ServiceStore(abc.ABC):
     """A service's inbox and state."""
 
@@ -123,21 +171,7 @@ class ServiceStore(abc.ABC):
         """Run ``handler`` on ``event_id`` in a unit of work (see :class:`Work`), holding the
         lock named ``lock`` through the commit when given: the unit (with the inbox entry set
         in the block) is committed when the block exits, undone if it raises."""
-        return self._work(lock)
-
-    @contextlib.asynccontextmanager
-    async def _work(self, lock: str | None) -> AsyncIterator[Work]:
-        async with contextlib.AsyncExitStack() as stack:
-            if lock is not None:
-                stack.callback(self.state.forget_lock, lock)  # once released (callbacks unwind)
-                await stack.enter_async_context(self.state.lock(lock))
-            unit = Unit()
-            try:
-                yield Work(StateView(self.state, unit), unit)
-                await self.commit(unit)
-            except BaseException:
-                await self.undo(unit)
-                raise
+        return _LocalWork(self, lock)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StateView]:
