@@ -20,6 +20,7 @@ from choreograph.sdk import (
     SqliteServiceStore,
     open_service_store,
 )
+from choreograph.sdk.state import State
 
 from .support import Probe, drain, make_event, probe, unique, wait_for
 
@@ -408,3 +409,25 @@ def test_service_store_urls_name_the_store(tmp_path: Path) -> None:
     relative = open_service_store("sqlite:///relative/service.db")
     assert isinstance(relative, SqliteServiceStore)
     assert relative.path == Path("relative/service.db")
+
+
+async def test_a_taken_lock_is_shared_until_its_last_user_drops_it() -> None:
+    state = State()
+    first = state.take_lock("join:t-1")
+    await first.acquire()
+    second = state.take_lock("join:t-1")
+    waiting = asyncio.create_task(second.acquire())
+    await asyncio.sleep(0)  # the second user is now queued on the lock
+    first.release()
+    state.drop_lock("join:t-1")  # the first is done; the second has not run yet
+    third = state.take_lock("join:t-1")
+    assert third is first  # not a fresh lock that would let a third user in beside the second
+    await waiting
+    assert third.locked()
+    third_acquiring = asyncio.create_task(third.acquire())
+    second.release()
+    state.drop_lock("join:t-1")
+    await third_acquiring
+    third.release()
+    state.drop_lock("join:t-1")
+    assert state.take_lock("join:t-1") is not first  # forgotten once nobody used it

@@ -45,6 +45,7 @@ class State:
     def __init__(self) -> None:
         self._values: dict[str, dict[str, bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
 
     def load(self, collection: str, key: str, value: bytes) -> None:
         self._values.setdefault(collection, {})[key] = value
@@ -84,11 +85,19 @@ class State:
         """The values to make durable for ``unit``: the current ones of the keys it touched."""
         return {slot: self.raw(*slot) for slot in unit.writes}
 
-    def forget_lock(self, name: str) -> None:
-        """Drop a lock nobody holds or waits for (per-transaction locks would pile up)."""
-        lock = self._locks.get(name)
-        if lock is not None and not lock.locked():
-            del self._locks[name]
+    def take_lock(self, name: str) -> asyncio.Lock:
+        """The lock ``name`` for a short-lived use (a join's transaction): counted, so that
+        :meth:`drop_lock` forgets it once its last user is done (such locks would pile up)."""
+        self._lock_users[name] = self._lock_users.get(name, 0) + 1
+        return self.lock(name)
+
+    def drop_lock(self, name: str) -> None:
+        """A user of :meth:`take_lock` is done (released the lock, or never got it)."""
+        users = self._lock_users.pop(name, 1) - 1
+        if users > 0:
+            self._lock_users[name] = users
+        else:
+            self._locks.pop(name, None)
 
 
 class StateView:

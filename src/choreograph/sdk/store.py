@@ -104,8 +104,12 @@ class _LocalWork:
     async def __aenter__(self) -> Work:
         state = self._store.state
         if self._lock_name is not None:
-            lock = state.lock(self._lock_name)
-            await lock.acquire()
+            lock = state.take_lock(self._lock_name)
+            try:
+                await lock.acquire()
+            except BaseException:
+                state.drop_lock(self._lock_name)
+                raise
             self._lock = lock
         unit = Unit()
         self._work = Work(StateView(state, unit), unit)
@@ -131,7 +135,7 @@ class _LocalWork:
         finally:
             if self._lock is not None and self._lock_name is not None:
                 self._lock.release()
-                self._store.state.forget_lock(self._lock_name)
+                self._store.state.drop_lock(self._lock_name)
 
 
 class ServiceStore(abc.ABC):
