@@ -88,9 +88,7 @@ def _is_free(drone: dict[str, Any], now: float) -> bool:
 
 async def _choose(state: StateView, weight: float, now: float) -> dict[str, Any]:
     """The first free drone (by id) that can carry ``weight``; Retry when there is none."""
-    drones: list[dict[str, Any]] = sorted(
-        (drone for _, drone in await state.items(FLEET)), key=lambda d: d["droneId"]
-    )
+    drones: list[dict[str, Any]] = [drone for _, drone in sorted(await state.items(FLEET))]
     able = [drone for drone in drones if drone["capacity"] >= weight]
     if not able:
         largest = max((drone["capacity"] for drone in drones), default=0.0)

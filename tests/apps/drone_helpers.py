@@ -137,11 +137,7 @@ class Harness:
 
     def items(self, service: str, collection: str) -> dict[str, Any]:
         state = self.store(service).state
-        return {
-            key: msgspec.json.decode(raw)
-            for key in state.keys(collection)
-            if (raw := state.raw(collection, key)) is not None
-        }
+        return {key: msgspec.json.decode(raw) for key, raw in state.raw_items(collection)}
 
     def packages_of(self, delivery_id: str) -> list[dict[str, Any]]:
         return [

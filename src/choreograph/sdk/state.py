@@ -12,7 +12,6 @@ process sees.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -51,7 +50,13 @@ class State:
         self._values.setdefault(collection, {})[key] = value
 
     def raw(self, collection: str, key: str) -> bytes | None:
-        return self._values.get(collection, {}).get(key)
+        values = self._values.get(collection)
+        return None if values is None else values.get(key)
+
+    def raw_items(self, collection: str) -> list[tuple[str, bytes]]:
+        """Every (key, encoded value) of a collection, as they are now."""
+        values = self._values.get(collection)
+        return [] if values is None else list(values.items())
 
     def set_raw(self, collection: str, key: str, value: bytes | None) -> None:
         values = self._values.setdefault(collection, {})
@@ -59,9 +64,6 @@ class State:
             values.pop(key, None)
         else:
             values[key] = value
-
-    def keys(self, collection: str) -> Iterator[str]:
-        return iter(list(self._values.get(collection, {})))
 
     def lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
@@ -120,12 +122,8 @@ class StateView:
 
     async def items(self, collection: str) -> list[tuple[str, Any]]:
         """Every (key, value) of a collection."""
-        state = self._state
-        return [
-            (key, msgspec.json.decode(raw))
-            for key in state.keys(collection)
-            if (raw := state.raw(collection, key)) is not None
-        ]
+        decode = msgspec.json.decode
+        return [(key, decode(raw)) for key, raw in self._state.raw_items(collection)]
 
     def put(self, collection: str, key: str, value: Any) -> None:
         """Store ``value`` (JSON) under ``key``; visible at once, durable with the handler."""
