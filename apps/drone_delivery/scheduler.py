@@ -87,16 +87,18 @@ def _is_free(drone: dict[str, Any], now: float) -> bool:
 
 
 async def _choose(state: StateView, weight: float, now: float) -> dict[str, Any]:
-    """The first free drone (by id) that can carry ``weight``; Retry when there is none."""
-    drones: list[dict[str, Any]] = [drone for _, drone in sorted(await state.items(FLEET))]
-    able = [drone for drone in drones if drone["capacity"] >= weight]
-    if not able:
-        largest = max((drone["capacity"] for drone in drones), default=0.0)
-        raise Retry(f"no drone can carry {weight:g} kg (the largest carries {largest:g} kg)")
-    for drone in able:
-        if _is_free(drone, now):
+    """The first free drone (by id) that can carry ``weight``; Retry when there is none. Drones
+    are read one by one until one fits: the busy ones come first only while they fly."""
+    for key in await state.keys(FLEET):
+        drone: dict[str, Any] | None = await state.get(FLEET, key)
+        if drone is not None and drone["capacity"] >= weight and _is_free(drone, now):
             return drone
-    raise Retry(f"no free drone can carry {weight:g} kg ({len(able)} able, all busy)")
+    capacities = [drone["capacity"] for _, drone in await state.items(FLEET)]
+    able = sum(1 for capacity in capacities if capacity >= weight)
+    if not able:
+        largest = max(capacities, default=0.0)
+        raise Retry(f"no drone can carry {weight:g} kg (the largest carries {largest:g} kg)")
+    raise Retry(f"no free drone can carry {weight:g} kg ({able} able, all busy)")
 
 
 def build_scheduler_service(

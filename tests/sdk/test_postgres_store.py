@@ -218,11 +218,13 @@ async def test_a_transaction_commits_on_exit_and_rolls_back_when_it_raises(
             state.delete("fleet", "drone-1")
             state.put("fleet", "drone-3", {"free": True})
             seen.extend(key for key, _ in await state.items("fleet"))
+            seen.extend(await state.keys("fleet"))
             raise RuntimeError("seeding failed")
 
     with pytest.raises(RuntimeError, match="seeding failed"):
         await failing_seed()
-    assert seen == ["drone-2", "drone-3"]  # its own changes, until it failed
+    assert seen == ["drone-2", "drone-3"] * 2  # its own changes, until it failed
+    assert await store.view().keys("fleet") == ["drone-1", "drone-2"]
 
     assert await store.view().items("fleet") == [
         ("drone-1", {"free": True}),

@@ -69,9 +69,9 @@ async def test_put_get_delete_and_items(bus: Bus) -> None:
     reads: list[Any] = []
 
     async def write(ctx: Context) -> None:
+        ctx.state.put("drones", "d3", None)
         ctx.state.put("drones", "d1", {"battery": 90})
         ctx.state.put("drones", "d2", {"battery": 40})
-        ctx.state.put("drones", "d3", None)
         ctx.state.put("packages", "p1", [1, "two", 3.5, True])
         ctx.state.delete("drones", "d2")
         ctx.state.delete("drones", "never-there")
@@ -81,8 +81,10 @@ async def test_put_get_delete_and_items(bus: Bus) -> None:
         reads.append(await ctx.state.get("drones", "d2"))
         reads.append(await ctx.state.get("drones", "d2", "gone"))
         reads.append(await ctx.state.get("nothing", "here", 0))
-        reads.append(await ctx.state.items("drones"))
+        reads.append(sorted(await ctx.state.items("drones")))
         reads.append(await ctx.state.items("nothing"))
+        reads.append(await ctx.state.keys("drones"))
+        reads.append(await ctx.state.keys("nothing"))
 
     async with keeper.service.run(bus):
         await keeper.change(write)
@@ -96,6 +98,8 @@ async def test_put_get_delete_and_items(bus: Bus) -> None:
         "gone",
         0,
         [("d1", {"battery": 90}), ("d3", None)],
+        [],
+        ["d1", "d3"],  # sorted, whatever the order of the writes
         [],
     ]
     assert packages == {"p1": [1, "two", 3.5, True]}

@@ -127,6 +127,19 @@ class PostgresStateView(StateView):
                 raw = await self._executor.fetchval(self._sql.get, collection, key)
         return default if raw is None else msgspec.json.decode(raw)
 
+    async def keys(self, collection: str) -> list[str]:
+        """The keys of a collection, sorted, with this run's own writes."""
+        with translated(self._where, f"reading the keys of {collection}"):
+            rows = await self._executor.fetch(self._sql.keys, collection)
+        keys = {row[0] for row in rows}
+        for (written, key), raw in self._unit.writes.items():
+            if written == collection:
+                if raw is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
+        return sorted(keys)
+
     async def items(self, collection: str) -> list[tuple[str, Any]]:
         """Every (key, value) of a collection, with this run's own writes."""
         with translated(self._where, f"reading {collection}"):

@@ -109,6 +109,7 @@ class Statements:
         self.set_version = f"INSERT INTO {q}.meta (version) VALUES ($1)"
         self.get = f"SELECT value FROM {q}.state WHERE collection = $1 AND key = $2"
         self.scan = f"SELECT key, value FROM {q}.state WHERE collection = $1 ORDER BY key"
+        self.keys = f"SELECT key FROM {q}.state WHERE collection = $1"
         self.upsert = (
             f"INSERT INTO {q}.state (collection, key, value) VALUES ($1, $2, $3) "
             "ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value"

@@ -120,6 +120,10 @@ class StateView:
         raw = self._state.raw(collection, key)
         return default if raw is None else msgspec.json.decode(raw)
 
+    async def keys(self, collection: str) -> list[str]:
+        """The keys of a collection, sorted (to read values one by one, as far as needed)."""
+        return sorted(key for key, _ in self._state.raw_items(collection))
+
     async def items(self, collection: str) -> list[tuple[str, Any]]:
         """Every (key, value) of a collection."""
         decode = msgspec.json.decode
