@@ -28,7 +28,7 @@ from choreograph.backends.sqlite.files import acquire_lock, connect, migrate
 from choreograph.backends.sqlite.writer import Writer
 from choreograph.errors import BackendError, ConfigError
 from choreograph.events import CloudEvent
-from choreograph.sdk.state import State, StateView, Unit
+from choreograph.sdk.state import Key, State, StateView, Unit
 
 __all__ = [
     "MemoryServiceStore",
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 Emitted = list[tuple[str, CloudEvent]]
+InboxEntry = tuple[str, str, float, bytes]
+"""(handler, event id, processed at, the emitted events encoded)"""
 _emitted_decoder = msgspec.json.Decoder(list[tuple[str, CloudEvent]])
 _emitted_encoder = msgspec.json.Encoder()
 
@@ -229,6 +231,44 @@ class MemoryServiceStore(ServiceStore):
         return len(old)
 
 
+class _CommitBatch:
+    """The units a SQLite store commits in one transaction: the latest value of each key they
+    touched (a unit records the values current when it commits, so the last one is the state
+    then) and their inbox entries."""
+
+    __slots__ = ("inbox", "state", "written")
+
+    def __init__(self, written: asyncio.Future[None]) -> None:
+        self.state: dict[Key, bytes | None] = {}
+        self.inbox: list[InboxEntry] = []
+        self.written = written
+        """Done once the transaction holding the batch committed (or failed)."""
+
+    def add(self, current: dict[Key, bytes | None], inbox: InboxEntry | None) -> None:
+        self.state.update(current)
+        if inbox is not None:
+            self.inbox.append(inbox)
+
+    def write(self, c: sqlite3.Connection) -> None:
+        state = self.state.items()
+        upserts = [(col, key, value) for (col, key), value in state if value is not None]
+        if upserts:
+            c.executemany(
+                "INSERT INTO state (collection, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+                upserts,
+            )
+        deletes = [slot for slot, value in state if value is None]
+        if deletes:
+            c.executemany("DELETE FROM state WHERE collection = ? AND key = ?", deletes)
+        if self.inbox:
+            c.executemany(
+                "INSERT OR REPLACE INTO inbox (handler, event_id, processed_at, emitted) "
+                "VALUES (?, ?, ?, ?)",
+                self.inbox,
+            )
+
+
 class SqliteServiceStore(ServiceStore):
     """One SQLite file per service (WAL, ``synchronous=FULL``), group-committed."""
 
@@ -237,6 +277,7 @@ class SqliteServiceStore(ServiceStore):
         self.path = Path(path)
         self.synchronous = synchronous
         self._writer: Writer | None = None
+        self._batch: _CommitBatch | None = None
         self._reader: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
 
@@ -287,29 +328,17 @@ class SqliteServiceStore(ServiceStore):
         return None if row is None else _emitted_decoder.decode(row[0])
 
     async def commit(self, unit: Unit) -> None:
-        current = self.state.current(unit)
-        writes = [(collection, key, value) for (collection, key), value in current.items()]
-        inbox = unit.inbox
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _CommitBatch(self._open_writer().submit(self._write_batch))
+        batch.add(self.state.current(unit), unit.inbox)
+        await asyncio.shield(batch.written)
 
-        def write(c: sqlite3.Connection) -> None:
-            upserts = [row for row in writes if row[2] is not None]
-            if upserts:
-                c.executemany(
-                    "INSERT INTO state (collection, key, value) VALUES (?, ?, ?) "
-                    "ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
-                    upserts,
-                )
-            deletes = [(collection, key) for collection, key, value in writes if value is None]
-            if deletes:
-                c.executemany("DELETE FROM state WHERE collection = ? AND key = ?", deletes)
-            if inbox is not None:
-                c.execute(
-                    "INSERT OR REPLACE INTO inbox (handler, event_id, processed_at, emitted) "
-                    "VALUES (?, ?, ?, ?)",
-                    inbox,
-                )
-
-        await self._open_writer().call(write)
+    def _write_batch(self, c: sqlite3.Connection) -> None:
+        """Write the units committed since the last transaction began, in this one."""
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.write(c)
 
     async def forget_before(self, processed_before: float) -> int:
         count: int = await self._open_writer().call(

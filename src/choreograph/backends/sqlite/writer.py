@@ -157,13 +157,18 @@ class Writer:
         (with None) or failed (with the error)."""
         self._row_waiters.append(callback)
 
-    async def call(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``function`` in order inside the next transaction; return its result once committed."""
+    def submit(self, function: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``function`` to run in order inside the next transaction (on the loop's thread,
+        when the transaction begins); the future gets its result once committed."""
         self._check_running()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Call(function, future))
         self._wake.set()
-        return await future
+        return future
+
+    async def call(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``function`` in order inside the next transaction; return its result once committed."""
+        return await self.submit(function)
 
     # the loop ----------------------------------------------------------------------------------
     async def _run(self) -> None:
