@@ -28,6 +28,7 @@ from choreograph.backends.sqlite.files import acquire_lock, connect, migrate
 from choreograph.backends.sqlite.writer import Writer
 from choreograph.errors import BackendError, ConfigError
 from choreograph.events import CloudEvent
+from choreograph.sdk.seen import SeenKeys
 from choreograph.sdk.state import Key, State, StateView, Unit
 
 __all__ = [
@@ -278,6 +279,8 @@ class SqliteServiceStore(ServiceStore):
         self.synchronous = synchronous
         self._writer: Writer | None = None
         self._batch: _CommitBatch | None = None
+        self._seen = SeenKeys()
+        """The inbox keys (``handler\nevent id``) this store may hold."""
         self._reader: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
 
@@ -292,8 +295,12 @@ class SqliteServiceStore(ServiceStore):
                 self.state.load(collection, key, value)
             # Inbox lookups read committed rows on their own connection, at once, instead of
             # waiting for the writer's next commit; an entry being committed is still guarded by
-            # the endpoint's in-progress set.
+            # the endpoint's in-progress set. Most lookups are of new keys: the filter answers.
             self._reader = connect(self.path, synchronous=self.synchronous)
+            (count,) = connection.execute("SELECT count(*) FROM inbox").fetchone()
+            self._seen = SeenKeys(count)
+            for handler, event_id in connection.execute("SELECT handler, event_id FROM inbox"):
+                self._seen.add(f"{handler}\n{event_id}")
         except BaseException:
             self._lock_file.close()
             raise
@@ -319,6 +326,8 @@ class SqliteServiceStore(ServiceStore):
     async def handled(self, handler: str, event_id: str) -> Emitted | None:
         if self._reader is None:
             raise ConfigError(f"service store {self.path} is not open")
+        if f"{handler}\n{event_id}" not in self._seen:
+            return None
         try:
             row = self._reader.execute(
                 "SELECT emitted FROM inbox WHERE handler = ? AND event_id = ?", (handler, event_id)
@@ -332,6 +341,8 @@ class SqliteServiceStore(ServiceStore):
         if batch is None:
             batch = self._batch = _CommitBatch(self._open_writer().submit(self._write_batch))
         batch.add(self.state.current(unit), unit.inbox)
+        if unit.inbox is not None:
+            self._seen.add(f"{unit.inbox[0]}\n{unit.inbox[1]}")
         await asyncio.shield(batch.written)
 
     def _write_batch(self, c: sqlite3.Connection) -> None:
