@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from choreograph.backends.nats.publisher import PubAck, Publisher
 from choreograph.backends.nats.settings import Names, NatsSettings
 from choreograph.errors import BackendError
 
@@ -34,7 +35,7 @@ REPLY_SECONDS: Final = 10.0
 _HEADER_ALLOWANCE: Final = 1024
 STREAM_CREATE_ATTEMPTS: Final = 4
 
-Outcome = api.PubAck | BaseException
+Outcome = PubAck | BaseException
 """What one pipelined publish came to: its acknowledgement or why it failed."""
 T = TypeVar("T")
 
@@ -63,6 +64,7 @@ class Engine:
         self.names = Names(settings.namespace)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._publisher: Publisher | None = None
 
     # connection --------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -82,6 +84,8 @@ class Engine:
                     )
                 self._js = nc.jetstream(timeout=REPLY_SECONDS)
                 await self._js.account_info()  # fails at once when JetStream is not enabled
+                self._publisher = Publisher(nc)
+                await self._publisher.start()
         except BaseException:
             await nc.close()
             raise
@@ -89,8 +93,12 @@ class Engine:
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
+        publisher, self._publisher = self._publisher, None
         if nc is None:
             return
+        if publisher is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await publisher.stop()
         try:
             await nc.flush(timeout=2)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -126,13 +134,15 @@ class Engine:
     ) -> list[Outcome]:
         """Publish ``(subject, payload, headers)`` messages to JetStream, all before waiting for
         any acknowledgement; one outcome per message."""
-        js = self.js
+        publisher = self._publisher
+        if publisher is None:
+            raise BackendError("the NATS backend is not open")
         limit = self.nc.max_payload - _HEADER_ALLOWANCE
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[api.PubAck]] = []
+        futures: list[asyncio.Future[PubAck]] = []
         for subject, payload, headers in messages:
             if len(payload) > limit:
-                failed: asyncio.Future[api.PubAck] = loop.create_future()
+                failed: asyncio.Future[PubAck] = loop.create_future()
                 failed.set_exception(
                     BackendError(
                         f"a message of {len(payload)} bytes exceeds the NATS server's max_payload "
@@ -142,7 +152,7 @@ class Engine:
                 futures.append(failed)
                 continue
             try:
-                futures.append(await js.publish_async(subject, payload, headers=headers))
+                futures.append(await publisher.publish(subject, payload, headers))
             except nats.errors.Error as exc:
                 failed = loop.create_future()
                 failed.set_exception(exc)
