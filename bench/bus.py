@@ -50,6 +50,7 @@ import math
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -645,10 +646,34 @@ def _get(section: dict[str, Any], *path: str) -> float | None:
     return float(value)
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``; None when either is missing or the numerator not finite."""
+    if numerator is None or not denominator or not math.isfinite(numerator):
         return None
     return numerator / denominator
+
+
+def git_state(*paths: str) -> dict[str, Any]:
+    """The commit benchmarked, and whether ``paths`` had uncommitted changes (shared by the
+    benchmarks that load this file)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {
+        "commit": commit or None,
+        f"uncommitted_changes_in_{'_'.join(paths)}": bool(status.strip()),
+    }
 
 
 async def run_all(p: Params, directory: Path) -> dict[str, Any]:
@@ -678,10 +703,10 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
         "raw_sqlite_chains_per_s": raw["chains_per_s"],
         "raw_queue_chains_per_s": queue["chains_per_s"],
     }
-    summary["sqlite_vs_raw_sqlite"] = _ratio(
+    summary["sqlite_vs_raw_sqlite"] = ratio(
         summary["sqlite_chains_per_s"], summary["raw_sqlite_chains_per_s"]
     )
-    summary["memory_vs_raw_queue"] = _ratio(
+    summary["memory_vs_raw_queue"] = ratio(
         summary["memory_chains_per_s"], summary["raw_queue_chains_per_s"]
     )
     meets = {

@@ -56,7 +56,6 @@ import os
 import platform
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -613,30 +612,6 @@ async def measure_raw(directory: Path, p: Params) -> dict[str, Any]:
     return raw
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator or not math.isfinite(numerator):
-        return None
-    return numerator / denominator
-
-
-def _git() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "apps"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit or None, "uncommitted_changes_in_src_apps": bool(status.strip())}
-
-
 async def run_all(p: Params, directory: Path) -> tuple[dict[str, Any], bool]:
     load_at_start = os.getloadavg()
     began, cpu_began = time.perf_counter(), time.process_time()
@@ -683,8 +658,8 @@ async def run_all(p: Params, directory: Path) -> tuple[dict[str, Any], bool]:
         "raw_sqlite_chains_per_s": raw_sqlite_chains,
         "raw_queue_chains_per_s": (raw.get("raw_queue") or {}).get("chains_per_s"),
         "bus_sqlite_chains_per_s": bus_chains,
-        "deliveries_vs_raw_sqlite_chains": _ratio(deliveries_per_s, raw_sqlite_chains),
-        "deliveries_vs_bus_sqlite_chains": _ratio(deliveries_per_s, bus_chains),
+        "deliveries_vs_raw_sqlite_chains": bus_bench.ratio(deliveries_per_s, raw_sqlite_chains),
+        "deliveries_vs_bus_sqlite_chains": bus_bench.ratio(deliveries_per_s, bus_chains),
         "targets": TARGETS,
         "meets_targets": meets,
         "peak": top or None,
@@ -702,7 +677,7 @@ async def run_all(p: Params, directory: Path) -> tuple[dict[str, Any], bool]:
             "choreograph": __version__,
             "httpx": httpx.__version__,
             "msgspec": msgspec.__version__,
-            **_git(),
+            **bus_bench.git_state("src", "apps"),
             "load_average_at_start": load_at_start,
             "load_average_at_end": os.getloadavg(),
         },

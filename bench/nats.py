@@ -54,7 +54,6 @@ import json
 import os
 import platform
 import secrets
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -582,24 +581,6 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _git() -> dict[str, Any]:
-    root = BENCH_DIR.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit or None, "uncommitted_changes_in_src": bool(status.strip())}
-
-
 async def _server_info(p: Params) -> dict[str, Any]:
     unreachable = server_unreachable(p.server)
     if unreachable is not None:
@@ -614,12 +595,6 @@ async def _server_info(p: Params) -> dict[str, Any]:
         }
     finally:
         await nc.close()
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
 
 
 async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
@@ -644,12 +619,12 @@ async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
         for quantile in ("p50_ms", "p99_ms"):
             summary[f"{name}_{quantile}"] = bus_bench._get(sections, name, "steady", quantile)
     ours = summary["choreograph_chains_per_s"]
-    summary["choreograph_vs_raw_nats"] = _ratio(ours, summary["raw_nats_chains_per_s"])
-    summary["choreograph_vs_faststream"] = _ratio(ours, summary["faststream_chains_per_s"])
-    summary["choreograph_bus_vs_raw_nats"] = _ratio(
+    summary["choreograph_vs_raw_nats"] = bus_bench.ratio(ours, summary["raw_nats_chains_per_s"])
+    summary["choreograph_vs_faststream"] = bus_bench.ratio(ours, summary["faststream_chains_per_s"])
+    summary["choreograph_bus_vs_raw_nats"] = bus_bench.ratio(
         summary["choreograph_bus_chains_per_s"], summary["raw_nats_chains_per_s"]
     )
-    summary["faststream_vs_raw_nats"] = _ratio(
+    summary["faststream_vs_raw_nats"] = bus_bench.ratio(
         summary["faststream_chains_per_s"], summary["raw_nats_chains_per_s"]
     )
     p99 = summary["choreograph_p99_ms"]
@@ -669,8 +644,8 @@ async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
             name: bus_bench._get(sections, name, "peak", "server_cpu_us_per_chain")
             for name in SYSTEMS
         },
-        "choreograph_vs_raw_nats": _ratio(cpu_us["raw_nats"], cpu_us["choreograph"]),
-        "choreograph_vs_faststream": _ratio(cpu_us["faststream"], cpu_us["choreograph"]),
+        "choreograph_vs_raw_nats": bus_bench.ratio(cpu_us["raw_nats"], cpu_us["choreograph"]),
+        "choreograph_vs_faststream": bus_bench.ratio(cpu_us["faststream"], cpu_us["choreograph"]),
     }
     interference = {
         name: bus_bench._get(sections, name, "peak", "other_cpu_cores") for name in SYSTEMS
@@ -694,7 +669,7 @@ async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
             "faststream": _version("faststream"),
             "nats_server": server_info,
             "nats_server_pid": server_pid,
-            **_git(),
+            **bus_bench.git_state("src"),
             "load_average_at_start": load_at_start,
             "load_average_at_end": os.getloadavg(),
         },
