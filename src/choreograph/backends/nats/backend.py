@@ -126,7 +126,7 @@ class NatsBackend(Backend):
         if writer is None:
             return
         for queue in self._queues.values():
-            # First stop listening, or a request still open would take the copies made below.
+            # First stop listening; what arrived until then is given back below.
             try:
                 await queue.stop()
             except Exception as exc:
@@ -370,21 +370,29 @@ class NatsBackend(Backend):
             queue.new_retries = True
 
     def release(self, deliveries: Sequence[Delivery], now: float) -> None:
+        """Give back leased deliveries uncounted: a copy due at ``now`` on the ``wait`` subject.
+
+        Not straight to ``ready``: this runs as the process stops, and the engine may still hand
+        a new ``ready`` message to a request this process left open, though nobody listens to
+        its inbox any more (nats-server 2.9 does, now and then, right after the unsubscribe);
+        the message would then wait out a whole lease. Requests on ``wait`` never stay open."""
         writer = self._open_writer
         for delivery in deliveries:
             self._settled(delivery)
             msg: Msg = delivery.key
             headers = state_headers(delivery, completed=delivery.attempts - 1)
+            headers[DUE] = repr(now)
             headers[MSG_ID] = move_id(msg)
-            writer.move(msg, self._names.ready(delivery.topic, delivery.subscription), headers)
+            writer.move(msg, self._names.wait(delivery.topic, delivery.subscription), headers)
 
     def _release_message(self, msg: Msg, queue: SubscriptionQueue) -> None:
-        """Give back a message fetched but never leased: a copy counting the same attempts."""
-        headers = moved_headers(msg)
+        """Give back a message fetched but never leased: a copy counting the same attempts, due
+        at once on the ``wait`` subject (see :meth:`release`)."""
+        headers = moved_headers(msg)  # no due time: due at once
         made = int(headers.get(ATTEMPTS, 0)) + msg.metadata.num_delivered - 1
         headers[ATTEMPTS] = str(made)
         headers[MSG_ID] = move_id(msg)
-        self._open_writer.move(msg, self._names.ready(queue.topic, queue.subscription), headers)
+        self._open_writer.move(msg, self._names.wait(queue.topic, queue.subscription), headers)
 
     async def dead_letter(
         self,

@@ -47,8 +47,11 @@ class Puller:
         self._subscription = await self._nc.subscribe(self._inbox, cb=self._receive)
 
     async def stop(self) -> None:
-        """Stop receiving. Messages the engine sent before it knew end up in :attr:`messages`;
-        a request still open is skipped by the engine from then on, as nobody listens to it."""
+        """Stop receiving. Messages the engine sent before it knew end up in :attr:`messages`.
+        A request still open is normally skipped from then on, as nobody listens to its inbox,
+        but not always at once (nats-server 2.9): a message stored right after the stop may
+        still go to it and wait out its AckWait, so the backend gives deliveries back through
+        the ``wait`` subject, which is never asked with a lingering request."""
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             self._open_until = 0.0
