@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from choreograph.bus.subscription import RetryPolicy
 from choreograph.bus.topic import validate_topic_name
-from choreograph.errors import ConfigError, InvalidTopicError
+from choreograph.errors import ChoreographError, ConfigError, InvalidTopicError
 from choreograph.events import CloudEvent
 from choreograph.sdk.service import HandlerSpec, Service
 
@@ -53,7 +53,7 @@ def _check_url(name: str, url: object) -> str:
 
 
 async def _never_called(event: CloudEvent, ctx: Any) -> None:  # pragma: no cover
-    raise NotImplementedError("the ambassador forwards events over HTTP")
+    raise ChoreographError("the ambassador forwards events to its service over HTTP")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,9 +63,8 @@ class Bus(Router, DeadLetterAdmin):
         rng: random.Random | None = None,
         shutdown_grace_seconds: float = 10.0,
     ) -> None:
-        super().__init__(open_backend(url))
+        super().__init__(open_backend(url), clock or SystemClock())
         self.url = url
-        self.clock: Clock = clock or SystemClock()
         self.retry_jitter = retry_jitter
         self.rng = rng or random.Random()
         self.shutdown_grace_seconds = shutdown_grace_seconds
@@ -123,9 +122,6 @@ class Bus(Router, DeadLetterAdmin):
         )
         self._dispatchers.clear()
         await self._exit_stack.aclose()
-
-    def _now(self) -> float:
-        return self.clock.now()
 
     @property
     def is_open(self) -> bool:

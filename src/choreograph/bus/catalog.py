@@ -29,6 +29,7 @@ from choreograph.bus.topic import (
     new_access_key,
     validate_topic_name,
 )
+from choreograph.clock import Clock
 from choreograph.errors import (
     AlreadyExistsError,
     BusClosedError,
@@ -91,13 +92,14 @@ class TopicState:
 class Catalog:
     """Topic and subscription management over a backend (the base of :class:`Bus`)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, clock: Clock) -> None:
         self.backend = backend
+        self.clock = clock
         self._topics: dict[str, TopicState] = {}
         self._opened = False
 
     def _now(self) -> float:
-        raise NotImplementedError  # provided by the bus, which owns the clock
+        return self.clock.now()
 
     async def _load_catalog(self) -> None:
         self._topics = {

@@ -238,7 +238,7 @@ class ConformanceHarness:
     # fixtures ----------------------------------------------------------------------------------
     @pytest.fixture
     def bus_url(self, tmp_path: Path) -> str:
-        raise NotImplementedError("a BusConformance subclass provides the `bus_url` fixture")
+        pytest.fail("a BusConformance subclass must override the `bus_url` fixture")
 
     @pytest.fixture
     def clock(self) -> FakeClock:
