@@ -24,11 +24,9 @@ absorbs. Effects inside the service are its own business to keep idempotent.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import msgspec
@@ -49,7 +47,7 @@ from choreograph.ambassador.contract import (
 from choreograph.ambassador.settings import AmbassadorSettings
 from choreograph.bus.subscription import WebHookDestination
 from choreograph.clock import Clock, SystemClock, format_timestamp
-from choreograph.errors import ChoreographError, InvalidEventError
+from choreograph.errors import InvalidEventError
 from choreograph.events import CloudEvent, ExtensionValue, encode_event
 from choreograph.gateway.errors import (
     HTTPProblem,
@@ -60,6 +58,7 @@ from choreograph.gateway.errors import (
 from choreograph.gateway.publish import read_body
 from choreograph.sdk.asgi import (
     MAX_DELIVERY_BYTES,
+    WebhookHost,
     answer_handshake,
     delivery_count,
     outcome_response,
@@ -80,7 +79,7 @@ logger = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 
-class Ambassador:
+class Ambassador(WebhookHost):
     """The sidecar of one plain service (see the module docstring).
 
     ``transport`` replaces the network to the service (tests); ``clock`` stamps emitted events.
@@ -100,37 +99,11 @@ class Ambassador:
         self.service, self.spec = settings.declaration()
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._app: Starlette | None = None
-        self._ready = False
-        self._stack = contextlib.AsyncExitStack()
-
-    @property
-    def app(self) -> Starlette:
-        if self._app is None:
-            raise ChoreographError("the ambassador is not running; use `async with Ambassador`")
-        return self._app
+        super().__init__()
 
     @property
     def endpoint_url(self) -> str:
         return f"{self.settings.public_url}/handlers/{self.spec.name}"
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._app = None
-        self._ready = False
-        await self._stack.aclose()
 
     async def _start(self) -> None:
         settings = self.settings

@@ -31,6 +31,7 @@ while it starts (connections wait in the socket's backlog).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import math
@@ -76,6 +77,7 @@ __all__ = [
     "ApiFactory",
     "ServiceWebhook",
     "ServiceWithApi",
+    "WebhookHost",
     "answer_handshake",
     "delivery_count",
     "outcome_response",
@@ -210,7 +212,48 @@ class ServiceWithApi:
 
 
 # the webhook app -------------------------------------------------------------------------------
-class ServiceWebhook:
+class WebhookHost(abc.ABC):
+    """A Starlette app of webhooks that lives while its owner is entered (``async with``): the
+    owner's ``_start`` builds ``_app`` and enters what it needs in ``_stack``; leaving (or a
+    failed start) closes them all."""
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+        self._ready = False
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def app(self) -> Starlette:
+        if self._app is None:
+            raise ChoreographError(
+                f"the webhook app is not running; use `async with {type(self).__name__}`"
+            )
+        return self._app
+
+    @abc.abstractmethod
+    async def _start(self) -> None:
+        """Build ``_app`` and enter what it needs in ``_stack``."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._app = None
+        self._ready = False
+        await self._stack.aclose()
+
+
+class ServiceWebhook(WebhookHost):
     """``service`` served as webhooks, publishing through ``gateway`` (see the module docstring).
 
     ``public_url`` is where the gateway reaches this app; ``api`` adds the service's own routes;
@@ -245,38 +288,10 @@ class ServiceWebhook:
         self.endpoints: dict[str, ServiceEndpoint] = {}
         self.registered: list[tuple[str, str, str]] = []
         """(topic, subscription, provisioning state) of each registered subscription."""
-        self._app: Starlette | None = None
-        self._ready = False
-        self._stack = contextlib.AsyncExitStack()
-
-    @property
-    def app(self) -> Starlette:
-        if self._app is None:
-            raise ChoreographError(
-                "the webhook app is not running; use `async with ServiceWebhook`"
-            )
-        return self._app
+        super().__init__()
 
     def endpoint_url(self, spec: HandlerSpec) -> str:
         return f"{self.public_url}/handlers/{spec.name}"
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._app = None
-        self._ready = False
-        await self._stack.aclose()
 
     async def _start(self) -> None:
         service, store = self.service, self.store
