@@ -9,9 +9,7 @@ tests are skipped, unless ``CHOREOGRAPH_REQUIRE_SERVICES=1`` (CI), which makes t
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -19,6 +17,7 @@ from choreograph.bus import Attempt, Bus, Outcome, SubscriptionSpec
 from choreograph.bus.retry import outcome_for_status
 from choreograph.errors import SubscriptionNotFoundError, TopicNotFoundError
 from choreograph.events import CloudEvent, EventGridEvent
+from polling import until
 
 DEADLINE_SECONDS = 30.0
 
@@ -29,15 +28,6 @@ pytestmark = pytest.mark.requires_service("nats")
 def url(nats_url: str) -> str:
     """A bus URL with a namespace of its own, deleted afterwards."""
     return nats_url
-
-
-async def until(condition: Callable[[], object], what: str) -> None:
-    """Wait until ``condition()`` holds, checking each few milliseconds, with a deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {DEADLINE_SECONDS} s")
-        await asyncio.sleep(0.01)
 
 
 def knows(bus: Bus, topic: str, subscription: str | None = None) -> bool:

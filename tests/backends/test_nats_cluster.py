@@ -22,7 +22,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import pytest
 from choreograph import Bus, CloudEvent
 from choreograph.bus import SubscriptionSpec
 from choreograph.errors import BackendError
+from polling import until
 
 if os.environ.get("CHOREOGRAPH_REQUIRE_SERVICES") == "1":
     import choreograph.backends.nats  # noqa: F401 - fails loudly when nats-py is missing
@@ -92,23 +93,6 @@ class Sink:
         times = sorted(t for t in self.first_seen.values() if t >= after)
         edges = [after, *times]
         return max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
-
-
-async def until(
-    condition: Callable[[], bool],
-    what: str,
-    seconds: float,
-    *,
-    alive: Callable[[], None] = lambda: None,
-) -> None:
-    """Wait until ``condition()`` holds, at most ``seconds``; ``alive()`` fails the test when a
-    process it needs has died."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        alive()
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {seconds} s")
-        await asyncio.sleep(POLL_SECONDS)
 
 
 async def publish_all(bus: Bus, topic: str, events: list[CloudEvent]) -> int:

@@ -17,15 +17,14 @@ that an acknowledgement lost in a crash cannot repeat an effect in another insta
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from choreograph import Bus, CloudEvent
+from polling import until
 
 if os.environ.get("CHOREOGRAPH_REQUIRE_SERVICES") == "1":
     import choreograph.backends.nats as nats
@@ -56,23 +55,6 @@ POLL_SECONDS = 0.02
 def url(nats_url: str) -> str:
     """A bus URL with a namespace of its own, deleted afterwards."""
     return nats_url
-
-
-async def until(
-    condition: Callable[[], bool],
-    what: str,
-    seconds: float = DEADLINE_SECONDS,
-    *,
-    alive: Callable[[], None] = lambda: None,
-) -> None:
-    """Wait until ``condition()`` holds, at most ``seconds``; ``alive()`` fails the test when a
-    process it needs has died."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        alive()
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {seconds} s")
-        await asyncio.sleep(POLL_SECONDS)
 
 
 def started(name: str, *, hang: bool = False) -> CloudEvent:
@@ -109,19 +91,16 @@ async def test_deliveries_of_an_instance_killed_mid_handler_go_to_the_other_afte
             normal = [started(f"normal-{n:02d}") for n in range(NORMAL_EVENTS)]
             await publisher.publish(TOPIC, normal)
             await until(
-                lambda: len(done_ids()) >= NORMAL_EVENTS, "the normal events", alive=both_alive
+                lambda: len(done_ids()) >= NORMAL_EVENTS,
+                "the normal events",
+                DEADLINE_SECONDS,
+                alive=both_alive,
             )
-            queued = -1
 
             async def drained() -> bool:
-                nonlocal queued
-                queued = (await publisher.counters(TOPIC, SUBSCRIPTION))["queued"]
-                return queued == 0
+                return (await publisher.counters(TOPIC, SUBSCRIPTION))["queued"] == 0
 
-            deadline = time.monotonic() + DEADLINE_SECONDS
-            while not await drained():
-                assert time.monotonic() < deadline, f"{queued} deliveries still queued"
-                await asyncio.sleep(POLL_SECONDS)
+            await until(drained, "no delivery queued", DEADLINE_SECONDS, every=POLL_SECONDS)
             normal_split = (len(a.done()), len(b.done()))
 
             # Events A hangs on; publish until A holds at least one, then kill it at once.
@@ -135,7 +114,12 @@ async def test_deliveries_of_an_instance_killed_mid_handler_go_to_the_other_afte
                 def settled_or_hung(landed: set[str] = landed) -> bool:
                     return bool(a.hung()) or landed <= set(done_ids())
 
-                await until(settled_or_hung, "the hang events' first attempts", alive=both_alive)
+                await until(
+                    settled_or_hung,
+                    "the hang events' first attempts",
+                    DEADLINE_SECONDS,
+                    alive=both_alive,
+                )
                 if a.hung():
                     break
             else:
@@ -151,10 +135,7 @@ async def test_deliveries_of_an_instance_killed_mid_handler_go_to_the_other_afte
                 ACK_WAIT_SECONDS + DEADLINE_SECONDS,
                 alive=b_alive,
             )
-            deadline = time.monotonic() + DEADLINE_SECONDS
-            while not await drained():
-                assert time.monotonic() < deadline, f"{queued} deliveries still queued"
-                await asyncio.sleep(POLL_SECONDS)
+            await until(drained, "no delivery queued", DEADLINE_SECONDS, every=POLL_SECONDS)
         assert await b.stop() == 0, b.output()
     finally:
         await a.kill()

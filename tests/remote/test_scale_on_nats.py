@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -43,6 +43,7 @@ from choreograph.cli import app
 from choreograph.cli.serve_service import store_for
 from choreograph.sdk.store import decode_emitted
 from choreograph.urls import without_password
+from polling import until
 
 if os.environ.get("CHOREOGRAPH_REQUIRE_SERVICES") == "1":
     import asyncpg  # type: ignore[import-untyped]
@@ -71,19 +72,6 @@ START_SECONDS: Final = 90.0
 SETTLE_SECONDS: Final = 180.0
 STOP_SECONDS: Final = 60.0
 POSTING_CONCURRENCY: Final = 16
-
-
-async def until(
-    condition: Callable[[], Awaitable[Any]], what: str, seconds: float, *, every: float = 0.2
-) -> Any:
-    """Poll ``condition`` every ``every`` seconds until it returns something truthy; fail after
-    ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not (result := await condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {seconds:g} s")
-        await asyncio.sleep(every)
-    return result
 
 
 # the system ---------------------------------------------------------------------------------------
@@ -122,7 +110,7 @@ class ScaledSystem:
                     )
             return all("Press Ctrl-C to stop." in process.text() for process in processes)
 
-        await until(all_ready, "every process started", START_SECONDS)
+        await until(all_ready, "every process started", START_SECONDS, every=0.2)
 
     async def launch(self) -> None:
         """The gateway with the monitor first (it creates the topics), then the Ingestion API
@@ -223,7 +211,7 @@ async def wait_settled(client: httpx.AsyncClient, delivery_ids: list[str]) -> di
         await asyncio.gather(*(read(delivery_id) for delivery_id in pending))
         return len(statuses) == len(delivery_ids)
 
-    await until(settled, f"{len(delivery_ids)} deliveries settled", SETTLE_SECONDS)
+    await until(settled, f"{len(delivery_ids)} deliveries settled", SETTLE_SECONDS, every=0.2)
     return statuses
 
 

@@ -25,6 +25,7 @@ from choreograph.events import CloudEvent
 from choreograph.sdk import Context, Service, ServiceEndpoint, open_service_store
 from choreograph.sdk.endpoint import event_key
 from choreograph.testing.clock import FakeClock
+from polling import until
 
 from .support import FAST_RETRIES, NO_DEDUPLICATION, drain, make_event, probe, run_for, unique
 
@@ -73,15 +74,6 @@ async def rows(schema: str, query: str, *args: Any) -> list[Any]:
         return list(await connection.fetch(query.format(s=f'"{schema}"'), *args))
     finally:
         await connection.close()
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``condition`` (the server's state) until it holds; fail after the deadline."""
-    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"{what}: not within {WAIT_SECONDS} s")
-        await asyncio.sleep(0.01)
 
 
 def counting_service(orders: str, shipments: str, calls: list[str]) -> Service:
@@ -165,7 +157,7 @@ async def test_the_same_event_handled_in_two_processes_at_once_runs_once(
             )
             return bool(found)
 
-        await until(waiting_at_the_claim, "the second run waits for the first")
+        await until(waiting_at_the_claim, "the second run waits for the first", WAIT_SECONDS)
         release.set()
         async with asyncio.timeout(WAIT_SECONDS):
             emitted, replayed = await asyncio.gather(running, copy)
