@@ -727,10 +727,7 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
         "raw_queue": queue,
         "params": asdict(p),
         "machine": {
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
+            **machine(),
             "sqlite": sqlite3.sqlite_version,
             "choreograph": __version__,
             "msgspec": msgspec.__version__,
@@ -742,14 +739,25 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
     }
 
 
-def _finite(value: Any) -> Any:
+def machine() -> dict[str, Any]:
+    """The Python and the machine a benchmark ran on (shared by the benchmarks that load this
+    file)."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def finite(value: Any) -> Any:
     """``value`` with NaN and infinities (an empty measurement) replaced by null, for strict JSON."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     return value
 
 
@@ -789,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     params, directory = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="choreograph-bench-", dir=directory) as tmp:
         report = asyncio.run(run_all(params, Path(tmp)))
-    json.dump(_finite(report), sys.stdout, indent=2, allow_nan=False)
+    json.dump(finite(report), sys.stdout, indent=2, allow_nan=False)
     print()
     return 0
 

@@ -53,7 +53,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import socket
 import sqlite3
 import tempfile
@@ -669,10 +668,7 @@ async def run_all(p: Params, directory: Path) -> tuple[dict[str, Any], bool]:
         "raw": raw,
         "params": asdict(p),
         "machine": {
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
+            **bus_bench.machine(),
             "sqlite": sqlite3.sqlite_version,
             "choreograph": __version__,
             "httpx": httpx.__version__,
@@ -690,17 +686,6 @@ async def run_all(p: Params, directory: Path) -> tuple[dict[str, Any], bool]:
     if http is not None:
         ok = ok and http["peak"]["lost"] + http["half_load"]["lost"] == 0
     return report, ok
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities (an empty measurement) replaced by null, for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Params, str | None]:
@@ -758,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("raw", "asgi", "http"):
             (Path(tmp) / name).mkdir()
         report, ok = asyncio.run(run_all(params, Path(tmp)))
-    json.dump(_finite(report), sys.stdout, indent=2, allow_nan=False)
+    json.dump(bus_bench.finite(report), sys.stdout, indent=2, allow_nan=False)
     print()
     return 0 if ok else 1
 

@@ -52,7 +52,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -660,10 +659,7 @@ async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
         "errors": errors,
         "params": asdict(p),
         "machine": {
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
+            **bus_bench.machine(),
             "choreograph": __version__,
             "nats_py": _version("nats-py"),
             "faststream": _version("faststream"),
@@ -726,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:  # no server
         log(f"FAILED: {exc}")
         report, ok = {"errors": {"server": str(exc)}, "params": asdict(params)}, False
-    json.dump(bus_bench._finite(report), sys.stdout, indent=2, allow_nan=False)
+    json.dump(bus_bench.finite(report), sys.stdout, indent=2, allow_nan=False)
     print()
     return 0 if ok else 1
 
