@@ -105,13 +105,13 @@ class ServiceEndpoint:
                 cause=key,
             )
             await self._chain(context)
-            for _, emitted in context.emitted:
-                encode_event(emitted)  # refuse what the bus would refuse, before committing
+            # Refuse what the bus would refuse, before committing; the inbox keeps the JSON.
+            encoded = [encode_event(emitted) for _, emitted in context.emitted]
             work.unit.inbox = (
                 self.spec.name,
                 key,
                 self.clock.now(),
-                encode_emitted(context.emitted),
+                encode_emitted(context.emitted, encoded),
             )
         context.run_after_commit()
         return context.emitted

@@ -67,8 +67,17 @@ CREATE INDEX IF NOT EXISTS inbox_age ON inbox (processed_at);
 """
 
 
-def encode_emitted(emitted: Emitted) -> bytes:
-    return _emitted_encoder.encode(emitted)
+def encode_emitted(emitted: Emitted, encoded: list[bytes] | None = None) -> bytes:
+    """The inbox form of what a handler emitted: ``[[topic, event], ...]``. ``encoded``, the
+    events' JSON from :func:`~choreograph.events.encode_event` when the caller has it, is
+    spliced in instead of encoding the events again (the same encoder, the same bytes)."""
+    if encoded is None:
+        return _emitted_encoder.encode(emitted)
+    pairs = [
+        b"[" + _emitted_encoder.encode(topic) + b"," + event + b"]"
+        for (topic, _), event in zip(emitted, encoded, strict=True)
+    ]
+    return b"[" + b",".join(pairs) + b"]"
 
 
 def decode_emitted(encoded: bytes) -> Emitted:
