@@ -41,20 +41,22 @@ def _hashes(key: str) -> tuple[int, int]:
 class SeenKeys:
     """A set of keys that answers ``key in seen`` with no false negatives."""
 
-    __slots__ = ("_filters", "_total", "enabled")
+    __slots__ = ("_filters", "_total")
 
     def __init__(self, expected: int = 0) -> None:
         self._filters = [_Filter(max(MIN_CAPACITY, 2 * expected))]
         self._total = 0
-        self.enabled = True
+
+    @property
+    def enabled(self) -> bool:
         """False once more than :data:`MAX_KEYS` were added: then every key may be seen."""
+        return bool(self._filters)
 
     def add(self, key: str) -> None:
-        if not self.enabled:
+        if not self._filters:
             return
         self._total += 1
         if self._total > MAX_KEYS:
-            self.enabled = False
             self._filters = []
             return
         last = self._filters[-1]
@@ -69,7 +71,7 @@ class SeenKeys:
             bits[position >> 3] |= 1 << (position & 7)
 
     def __contains__(self, key: object) -> bool:
-        if not self.enabled or not isinstance(key, str):
+        if not self._filters or not isinstance(key, str):
             return True
         first, step = _hashes(key)
         for last in self._filters:
