@@ -14,8 +14,12 @@ timeouts wait, since the event that completed a transaction may be in that backl
 published *before* it is recorded, with an id derived from the correlation id: a crash in
 between re-publishes the same event, which the topic's de-duplication window absorbs.
 
+Recording runs on one thread of its own (SQLite releases the interpreter while it writes, so the
+event loop goes on delivering meanwhile); being one, it keeps the order of delivery.
+
 Shutdown order (``__aexit__``): detach the subscriptions (deliveries in progress finish, the
-rest wait on the bus), cancel the timers, stop the timeout task, close the store.
+rest wait on the bus), cancel the timers, stop the timeout task, stop the recording thread, close
+the store.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -37,7 +42,8 @@ from choreograph.bus.topic import SYSTEM_TOPIC
 from choreograph.clock import Clock, TimerHandle
 from choreograph.errors import ChoreographError, TopicNotFoundError
 from choreograph.events import CloudEvent
-from choreograph.monitor.observation import observe
+from choreograph.monitor.observation import Observation, observe
+from choreograph.monitor.recording import Recorded
 from choreograph.monitor.store import TraceStore
 from choreograph.monitor.timeline import Timeline, Transaction
 from choreograph.monitor.timeout import timed_out_event
@@ -113,6 +119,7 @@ class Monitor:
         self._awaiting_backlog = False
         self._exit_stack = contextlib.AsyncExitStack()
         self._task: asyncio.Task[None] | None = None
+        self._recorder: ThreadPoolExecutor | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -136,6 +143,9 @@ class Monitor:
         store = TraceStore(self.store_path)
         self._exit_stack.callback(store.close)
         self._store = store
+        recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="choreograph-monitor")
+        self._exit_stack.callback(recorder.shutdown)
+        self._recorder = recorder
         try:
             # Re-arm before subscribing, so that an event ending a transaction disarms its timer.
             now = self.clock.now()
@@ -193,6 +203,7 @@ class Monitor:
             self._task = None
         self._settled.set()
         self._store = None
+        self._recorder = None
         await self._exit_stack.aclose()
 
     @property
@@ -228,15 +239,32 @@ class Monitor:
             events = received if isinstance(received, list) else [received]
             now = self.clock.now()
             observations = [observe(event, topic, now) for event in events]
-            recorded = self.store.record(observations, self.workflows)
-            for correlation_id, deadline in recorded.started:
-                self._arm(correlation_id, deadline)
-            for correlation_id in recorded.ended:
-                self._disarm(correlation_id)
-            if self._awaiting_backlog:
+            await asyncio.shield(self._record(observations))
+            if self._awaiting_backlog:  # after this returns, the batch is acknowledged at once
                 self._recheck_backlog()
 
         return observe_events
+
+    def _record(self, observations: list[Observation]) -> asyncio.Future[Recorded]:
+        """Record on the recording thread; arm and disarm the timers once it is written, even
+        if the delivery that awaits it was cancelled meanwhile (a timed-out attempt)."""
+        if self._recorder is None:
+            raise ChoreographError("the monitor is not open")
+        written: Future[Recorded] = self._recorder.submit(
+            self.store.record, observations, self.workflows
+        )
+        recording = asyncio.wrap_future(written)
+        recording.add_done_callback(self._apply)
+        return recording
+
+    def _apply(self, recording: asyncio.Future[Recorded]) -> None:
+        if self._store is None or recording.cancelled() or recording.exception() is not None:
+            return  # closed meanwhile, or the delivery fails with the error and is retried
+        recorded = recording.result()
+        for correlation_id, deadline in recorded.started:
+            self._arm(correlation_id, deadline)
+        for correlation_id in recorded.ended:
+            self._disarm(correlation_id)
 
     # timing out --------------------------------------------------------------------------------
     def _arm(self, correlation_id: str, deadline: float) -> None:
