@@ -56,16 +56,20 @@ class HttpStatus:
 
     def __init__(self, client: httpx.AsyncClient, concurrency: int = 32) -> None:
         self.client = client
-        self.gate = asyncio.Semaphore(concurrency)
-
-    async def _one(self, delivery_id: str) -> tuple[str, dict[str, Any] | None]:
-        async with self.gate:
-            response = await self.client.get(f"/deliveries/{delivery_id}")
-        return delivery_id, response.json() if response.status_code == 200 else None
+        self.concurrency = concurrency
 
     async def records(self, delivery_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found = await asyncio.gather(*(self._one(delivery_id) for delivery_id in delivery_ids))
-        return {delivery_id: record for delivery_id, record in found if record is not None}
+        found: dict[str, dict[str, Any]] = {}
+        pending = iter(delivery_ids)
+
+        async def read() -> None:
+            for delivery_id in pending:
+                response = await self.client.get(f"/deliveries/{delivery_id}")
+                if response.status_code == 200:
+                    found[delivery_id] = response.json()
+
+        await asyncio.gather(*(read() for _ in range(min(self.concurrency, len(delivery_ids)))))
+        return found
 
 
 @dataclass
@@ -155,22 +159,24 @@ async def drive(
     source = status or HttpStatus(client, concurrency)
     run = uuid.uuid4().hex[:8]
     report = DriveReport(requested=deliveries)
-    gate = asyncio.Semaphore(concurrency)
     accepted: list[str] = []
     started = time.monotonic()
+    numbers = iter(range(deliveries))
 
-    async def post(number: int) -> None:
-        body = delivery_request(f"demo-{run}-{number:06d}", rng)
-        async with gate:
+    async def post() -> None:
+        # ``concurrency`` of these take the next number until none is left: as many tasks as
+        # requests in flight, not one per delivery (a run of 100,000 would hold 100,000).
+        for number in numbers:
+            body = delivery_request(f"demo-{run}-{number:06d}", rng)
             response = await client.post("/deliveries", json=body)
-        if response.status_code == 202:
-            accepted.append(body["deliveryId"])
-        else:
-            report.refused[str(response.status_code)] += 1
-        if progress is not None:
-            progress("requested", len(accepted) + sum(report.refused.values()), deliveries)
+            if response.status_code == 202:
+                accepted.append(body["deliveryId"])
+            else:
+                report.refused[str(response.status_code)] += 1
+            if progress is not None:
+                progress("requested", len(accepted) + sum(report.refused.values()), deliveries)
 
-    await asyncio.gather(*(post(number) for number in range(deliveries)))
+    await asyncio.gather(*(post() for _ in range(max(1, min(concurrency, deliveries)))))
     pending = set(accepted)
     deadline = time.monotonic() + settle_seconds
     while pending:
