@@ -747,6 +747,7 @@ def machine() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "gc_threshold": gc.get_threshold(),
     }
 
 

@@ -30,6 +30,9 @@ the monitor and the bus); HTTP serving is a separate cost (``--http`` measures i
     that settled the delivery (``DeliveryScheduled``, stamped by the Delivery service's handler),
     on the server clock. ``client_visible_*`` adds what a client would see: from just before the
     request is sent until Ingestion's record shows the delivery settled (polled every 5 ms).
+The process runs with the garbage collector tuned as ``choreograph`` commands run it
+(:func:`choreograph.tuning.tune_garbage_collector`; ``machine.gc_threshold`` in the output).
+
 ``raw``
     The same machine's limits, from ``bench/bus.py`` in this process: bare ``sqlite3``
     append-and-acknowledge (``raw_sqlite``), three ``asyncio.Queue`` hops (``raw_queue``) and the
@@ -70,6 +73,7 @@ import msgspec
 
 from choreograph import Bus, __version__
 from choreograph.sdk import ServiceStore
+from choreograph.tuning import tune_garbage_collector
 from drone_delivery.driver import DriveReport, drive
 from drone_delivery.events import SETTLED_STATUSES, parse_timestamp
 from drone_delivery.ingestion import DELIVERIES
@@ -744,6 +748,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     params, directory = parse_args(argv)
+    tune_garbage_collector()  # as every ``choreograph`` command does
     with tempfile.TemporaryDirectory(prefix="drone-bench-", dir=directory) as tmp:
         for name in ("raw", "asgi", "http"):
             (Path(tmp) / name).mkdir()

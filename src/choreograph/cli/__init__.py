@@ -10,6 +10,8 @@ import sys
 
 import typer
 
+from choreograph.tuning import tune_garbage_collector
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -38,5 +40,6 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    tune_garbage_collector()
     _register_commands()
     app()
