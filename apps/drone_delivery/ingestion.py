@@ -111,6 +111,10 @@ def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse
 _CODES: Final = {400: "InvalidRequest", 413: "PayloadTooLarge"}
 
 
+def _new_delivery_id() -> str:
+    return str(uuid.uuid4())
+
+
 class Ingestion:
     """The Ingestion service (``.service``) and its HTTP API (``.routes()``).
 
@@ -225,7 +229,7 @@ class Ingestion:
     async def create(self, request: Request) -> Response:
         try:
             body = decode_body(await request.body())
-            data = parse_delivery_request(body, delivery_id=str(uuid.uuid4()))
+            data = parse_delivery_request(body, new_id=_new_delivery_id)
         except RequestError as exc:
             return _error(exc.status, _CODES.get(exc.status, "InvalidRequest"), str(exc))
         if (failed := await self._inject("create")) is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -112,9 +113,11 @@ def _timestamp(body: dict[str, Any], name: str, *, required: bool) -> str | None
     return value
 
 
-def parse_delivery_request(body: dict[str, Any], *, delivery_id: str) -> DeliveryRequestedData:
-    """The ``DeliveryRequested`` data of a ``POST /deliveries`` body (``delivery_id`` is used
-    when the body has none)."""
+def parse_delivery_request(
+    body: dict[str, Any], *, new_id: Callable[[], str]
+) -> DeliveryRequestedData:
+    """The ``DeliveryRequested`` data of a ``POST /deliveries`` body (``new_id()`` gives the
+    delivery id when the body has none)."""
     _unknown(body, _DELIVERY_FIELDS)
     if "deliveryId" in body and not valid_delivery_id(body["deliveryId"]):
         raise RequestError(
@@ -152,7 +155,7 @@ def parse_delivery_request(body: dict[str, Any], *, delivery_id: str) -> Deliver
     if tag is not None:
         package["tag"] = tag
     return {
-        "deliveryId": body.get("deliveryId") or delivery_id,
+        "deliveryId": body.get("deliveryId") or new_id(),
         "ownerId": str(owner),
         "pickupLocation": str(pickup),
         "dropoffLocation": str(dropoff),
