@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -45,11 +46,23 @@ def connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
     return connection
 
 
-def migrate(connection: sqlite3.Connection, path: Path, schema: str, version: int) -> None:
-    """Create the tables of ``schema`` (at ``version``) or check an existing file is at it."""
+def migrate(
+    connection: sqlite3.Connection,
+    path: Path,
+    schema: str,
+    version: int,
+    upgrades: Mapping[int, str] | None = None,
+) -> None:
+    """Create the tables of ``schema`` (at ``version``) in a new file, or bring an existing one
+    to it: ``upgrades[n]`` is the script taking a file from version ``n`` to ``n + 1``, run in
+    one transaction with the version change (a failed upgrade leaves the file as it was)."""
+    upgrades = upgrades or {}
     try:
         found = connection.execute("PRAGMA user_version").fetchone()[0]
-        if found not in (0, version):
+        if 0 < found < version and all(n in upgrades for n in range(found, version)):
+            for n in range(found, version):
+                _upgrade(connection, upgrades[n], n + 1)
+        elif found not in (0, version):
             raise BackendError(
                 f"{path} has schema version {found}; this choreograph reads {version}"
             )
@@ -57,3 +70,14 @@ def migrate(connection: sqlite3.Connection, path: Path, schema: str, version: in
         connection.execute(f"PRAGMA user_version={version}")
     except sqlite3.Error as exc:
         raise BackendError(f"cannot open {path}: {exc}") from exc
+
+
+def _upgrade(connection: sqlite3.Connection, script: str, version: int) -> None:
+    try:
+        connection.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;"
+        )
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
