@@ -26,10 +26,11 @@ from typing import Any
 
 import httpx
 import pytest
-from drone_process import Server, free_port, read_collection, start_up
+from drone_process import read_collection
 
 from drone_delivery.driver import HttpStatus, delivery_request
 from drone_delivery.events import SETTLED_STATUSES, Status
+from up_process import Server, free_port, start_up
 
 DELIVERIES = 1_000
 CONCURRENCY = 32
@@ -190,12 +191,11 @@ def test_a_killed_system_ends_every_delivery_after_a_restart_and_loses_none(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
-    output = tmp_path / "up.out"
     port = free_port()
     rng = random.Random(2024)
     bodies = [delivery_request(f"crash-{number:04d}", rng) for number in range(DELIVERIES)]
 
-    server = start_up(data_dir, port, ENVIRONMENT, output)
+    server = start_up(data_dir, port, tmp_path, ENVIRONMENT)
     try:
         server.wait_healthy()
         started = time.monotonic()
@@ -218,7 +218,7 @@ def test_a_killed_system_ends_every_delivery_after_a_restart_and_loses_none(
     assert settled_at_kill > 0, dict(in_flight)
     assert in_flight.total() > 0, settled_at_kill
 
-    server = start_up(data_dir, port, ENVIRONMENT, output)
+    server = start_up(data_dir, port, tmp_path, ENVIRONMENT)
     try:
         server.wait_healthy()
         healthy = time.monotonic()

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import Server, free_port, start_up
 from typer.testing import CliRunner
 
 import choreograph.cli
+from up_process import Server, free_port, start_up
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import (
-    Server,
-    assert_one_line_error,
-    free_port,
-    invoke,
-    lines,
-    run_choreograph,
-    wait_settled,
-)
+from cli_helpers import assert_one_line_error, invoke, lines, run_choreograph, wait_settled
 from typer.testing import CliRunner
+
+from up_process import Server, free_port
 
 CURL = re.compile(r"^\s*(curl .*)$", re.MULTILINE)
 

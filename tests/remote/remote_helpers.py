@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,11 +32,11 @@ from choreograph.gateway import GatewaySettings, create_app
 from choreograph.gateway.validation import VALIDATION_EVENT_TYPE
 from choreograph.gateway.webhook import REQUEST_ORIGIN, notification_request
 from choreograph.sdk.remote import GatewayClient, GatewayError
+from up_process import CHOREOGRAPH, free_port
 
 ADMIN_TOKEN: Final = "remote-tests-admin-token-0123456789"
 TRACE_ID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT: Final = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-CHOREOGRAPH: Final = Path(sys.executable).with_name("choreograph")
 HEALTH_SECONDS: Final = 60.0
 SETTLE_SECONDS: Final = 30.0
 POLL_SECONDS: Final = 0.05
@@ -142,14 +141,6 @@ def trace_id(traceparent: object) -> str:
 
 
 # processes ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    """A loopback port nobody listens on (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = SETTLE_SECONDS) -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
