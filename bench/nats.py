@@ -69,6 +69,7 @@ from choreograph import Bus, CloudEvent, __version__
 from choreograph.backends.nats import delete_namespace, server_unreachable
 from choreograph.bus.endpoint import Emit
 from choreograph.sdk import Context, Service
+from choreograph.tuning import tune_garbage_collector
 
 
 def _load_bus_bench() -> ModuleType:
@@ -715,6 +716,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
 
 def main(argv: list[str] | None = None) -> int:
     params = parse_args(argv)
+    tune_garbage_collector()  # as every ``choreograph`` command does (the same for every system)
     try:
         report, ok = asyncio.run(run_all(params))
     except KeyboardInterrupt:
