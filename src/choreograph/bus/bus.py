@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from choreograph.backends import open_backend
-from choreograph.backends.base import AppendResult, Delivery, TopicAppend
+from choreograph.backends.base import Delivery, TopicAppend
 from choreograph.bus.deadletter import DeadLetter, dead_lettered_event, new_record_id
 from choreograph.bus.dispatcher import SubscriptionDispatcher
 from choreograph.bus.dlq import DeadLetterAdmin
@@ -251,11 +251,40 @@ class Bus(Router, DeadLetterAdmin):
             self._route(SYSTEM_TOPIC, result)
 
     # waiting -----------------------------------------------------------------------------------
-    def _commit_failed(self, future: asyncio.Future[list[AppendResult]]) -> None:
+    def _commit_failed(self, error: BaseException, *, retried: bool) -> None:
         logger.error(
-            "storing emitted events failed; their deliveries run again when their lease expires",
-            exc_info=None if future.cancelled() else future.exception(),
+            "storing emitted events failed; their deliveries %s",
+            "are retried on their subscriptions' policies"
+            if retried
+            else "run again when their lease expires",
+            exc_info=error,
         )
+
+    def settle_later(self, settling: Coroutine[Any, Any, None]) -> None:
+        """Run a dispatcher's settling of deliveries outside its workers (after a write that
+        failed), in the bus's task group; ``idle`` waits for it. If the bus is closing, the
+        deliveries stay as they are and run again when their lease expires."""
+        if self._group is None:
+            settling.close()
+            return
+
+        async def settle() -> None:
+            try:
+                await settling
+            except Exception:
+                logger.exception(
+                    "settling deliveries failed; they run again when their lease expires"
+                )
+            finally:
+                self._pending_commits -= 1
+                self.state_changed()
+
+        try:
+            self._group.create_task(settle())
+        except RuntimeError:  # the group has finished: the bus is closed
+            settling.close()
+            return
+        self._pending_commits += 1
 
     def state_changed(self) -> None:
         """Called by dispatchers when their work state changes, while ``watched`` (wakes ``idle``)."""

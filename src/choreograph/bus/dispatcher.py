@@ -396,9 +396,20 @@ class SubscriptionDispatcher:
                     status=500, name="GenericError", detail=f"emitted an invalid event: {exc}"
                 )
             else:
-                self._bus.commit_emitted(appends, batch)
+                self._bus.commit_emitted(
+                    appends, batch, functools.partial(self._not_stored, batch, started)
+                )
                 return
         await self._settle_failure(batch, outcome, started=started)
+
+    def _not_stored(self, batch: list[Delivery], started: float, error: BaseException) -> None:
+        """The events the handler emitted could not be stored (nor the batch acknowledged):
+        the attempt failed, and is retried on the policy at once rather than when its lease
+        runs out (an SDK service then replays the same events from its inbox)."""
+        outcome = Outcome(
+            status=500, name="GenericError", detail=f"storing the emitted events failed: {error}"
+        )
+        self._bus.settle_later(self._settle_failure(batch, outcome, started=started))
 
     async def _expire(self, batch: list[Delivery], now: float) -> list[Delivery]:
         """Dead-letter the deliveries past their time-to-live; return the others.

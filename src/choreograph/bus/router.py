@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from choreograph.backends.base import AppendResult, Delivery, Handoff, NewEvent, TopicAppend
@@ -161,23 +161,38 @@ class Router(Catalog):
             for topic, events in grouped.items()
         ]
 
-    def commit_emitted(self, appends: list[TopicAppend], acks: Sequence[Delivery]) -> None:
+    def commit_emitted(
+        self,
+        appends: list[TopicAppend],
+        acks: Sequence[Delivery],
+        not_stored: Callable[[BaseException], None] | None = None,
+    ) -> None:
         """Store emitted events and acknowledge the deliveries that caused them in one write,
-        without waiting: the events are routed once durable. If the write fails, the deliveries
-        stay leased and run again when their lease expires (the re-emitted ids de-duplicate)."""
+        without waiting: the events are routed once durable. If the write fails, neither
+        happened: ``not_stored(error)`` is called (the dispatcher retries the deliveries on
+        their policy; the re-emitted ids de-duplicate), else the deliveries stay leased and run
+        again when their lease expires."""
         written = self.backend.append(appends, now=self._now(), acks=acks)
         if isinstance(written, list):  # written at once (in memory): route now
             self._route_emitted(appends, written)
             return
         self._pending_commits += 1
-        written.add_done_callback(lambda future: self._emitted_committed(appends, future))
+        written.add_done_callback(
+            lambda future: self._emitted_committed(appends, future, not_stored)
+        )
 
     def _emitted_committed(
-        self, appends: list[TopicAppend], future: asyncio.Future[list[AppendResult]]
+        self,
+        appends: list[TopicAppend],
+        future: asyncio.Future[list[AppendResult]],
+        not_stored: Callable[[BaseException], None] | None,
     ) -> None:
         self._pending_commits -= 1
-        if future.cancelled() or future.exception() is not None:
-            self._commit_failed(future)
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is not None:
+            self._commit_failed(error, retried=not_stored is not None)
+            if not_stored is not None:
+                not_stored(error)
             return
         self._route_emitted(appends, future.result())
 
@@ -186,7 +201,7 @@ class Router(Catalog):
             self._route(append.topic, result)
         self.state_changed()
 
-    def _commit_failed(self, future: asyncio.Future[list[AppendResult]]) -> None:
+    def _commit_failed(self, error: BaseException, *, retried: bool) -> None:
         """Hook: the bus logs a failed commit of emitted events."""
 
     def state_changed(self) -> None:
