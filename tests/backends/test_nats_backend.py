@@ -81,24 +81,58 @@ class Recording:
 
 
 # de-duplication by JetStream --------------------------------------------------------------------
-async def test_the_same_event_from_two_processes_is_stored_once(url: str) -> None:
-    async with Bus(url) as first:
+@pytest.mark.parametrize(
+    ("clock", "markers"),
+    [(None, 0), (FakeClock(), 2)],
+    ids=["system clock: JetStream's window alone", "another clock: one marker per event"],
+)
+async def test_the_same_event_from_two_processes_is_stored_once(
+    url: str, clock: FakeClock | None, markers: int
+) -> None:
+    async with Bus(url, clock=clock) as first:
         await first.create_topic("dedupe-shared")
         await first.create_subscription("dedupe-shared", "audit")
-        async with Bus(url) as second:
+        await first.create_subscription("dedupe-shared", "billing")
+        async with Bus(url, clock=clock) as second:
             same = event("same-everywhere")
             await asyncio.gather(
                 first.publish("dedupe-shared", same), second.publish("dedupe-shared", same)
             )
-            await second.publish("dedupe-shared", [same, event("other")])
-            assert (await first.counters("dedupe-shared", "audit"))["queued"] == 2
+            await second.publish("dedupe-shared", [same, event("other"), event("other")])
+            for subscription in ("audit", "billing"):
+                assert (await first.counters("dedupe-shared", subscription))["queued"] == 2
     names = Names(NatsSettings.from_url(url).namespace)
     connection = await nats_py.connect(SERVER)
     try:
         info = await connection.jetstream().stream_info(names.marker_stream("dedupe-shared"))
-        assert info.state.messages == 2  # one marker per distinct (source, id)
+        assert info.state.messages == markers
     finally:
         await connection.close()
+
+
+async def test_on_the_system_clock_a_duplicate_restores_the_deliveries_a_failed_publish_left_out(
+    url: str,
+) -> None:
+    """The first publish stored one of the event's two deliveries and failed: the retried
+    publish stores the other, and the one stored is not stored twice."""
+    names = Names(NatsSettings.from_url(url).namespace)
+    async with Bus(url) as bus:
+        await bus.create_topic("dedupe-half")
+        await bus.create_subscription("dedupe-half", "audit")
+        await bus.create_subscription("dedupe-half", "billing")
+        retried = event("half-stored")
+        connection = await nats_py.connect(SERVER)
+        try:
+            await connection.jetstream().publish(
+                names.ready("dedupe-half", "audit"),
+                b"{}",
+                headers={MSG_ID: f"{event_key(retried.source, retried.id)}.audit"},
+            )
+        finally:
+            await connection.close()
+        await bus.publish("dedupe-half", retried)
+        assert (await bus.counters("dedupe-half", "audit"))["queued"] == 1
+        assert (await bus.counters("dedupe-half", "billing"))["queued"] == 1
 
 
 async def test_a_duplicate_restores_the_deliveries_a_failed_publish_left_out(url: str) -> None:

@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 from choreograph.bus.deadletter import DeadLetter
 from choreograph.bus.subscription import SubscriptionRecord
 from choreograph.bus.topic import TopicRecord
+from choreograph.clock import Clock
 from choreograph.events import CloudEvent
 
 __all__ = [
@@ -169,6 +170,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def flush(self) -> None:
         """Wait until every settle call made so far is durable."""
+
+    def use_clock(self, clock: Clock) -> None:
+        """Told the bus's clock before ``open``: a backend whose engine keeps time of its own
+        may rely on it when the bus's clock is the system's. (Default: nothing to do.)"""
+        return None
 
     # catalog -----------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -64,6 +64,7 @@ class Bus(Router, DeadLetterAdmin):
         shutdown_grace_seconds: float = 10.0,
     ) -> None:
         super().__init__(open_backend(url), clock or SystemClock())
+        self.backend.use_clock(self.clock)
         self.url = url
         self.retry_jitter = retry_jitter
         self.rng = rng or random.Random()

@@ -13,6 +13,13 @@ Then each new event goes to the ``ready`` subject of every subscription it match
 again, which JetStream absorbs: if the first publish failed half-way (markers stored, some
 deliveries not) and the publisher retried, the missing deliveries are stored now, so a publish
 that returns is always complete.
+
+When the bus clock is the system's (``AppendBatch.wall_clock``), the two windows are one and no
+marker is needed: each delivery carries ``Nats-Msg-Id`` ``<event key>.<subscription>``, JetStream
+absorbs a second copy of it within the window, and an event is a duplicate when every one of its
+deliveries was. That saves a message and a round trip per event. (Unlike the marker, such a key
+exists per subscription: an event that matched no subscription leaves none, and a subscription
+created since the first copy gets the second.)
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ class AppendBatch:
 
     appends: Sequence[TopicAppend]
     now: float
+    wall_clock: bool = False
+    """The bus clock is the system's: JetStream's window decides alone (no markers)."""
     results: list[AppendResult] = field(default_factory=list)
     error: BaseException | None = None
 
@@ -84,7 +93,8 @@ async def store_appends(
                 event = _Event(topic, new, window, batch.now, key, first=seen.get((topic, key)))
                 if event.first is None:
                     seen[(topic, key)] = event
-                    marked.append(event)
+                    if not batch.wall_clock:
+                        marked.append(event)
                 entries.append(event)
             plan.append(entries)
         plans.append(plan)
@@ -134,7 +144,7 @@ async def _fan_out(
     """Publish one delivery per matched subscription; fill in the results."""
     names = engine.names
     messages: list[tuple[str, bytes, Headers | None]] = []
-    targets: list[tuple[AppendBatch, AppendResult, str]] = []
+    targets: list[tuple[AppendBatch, AppendResult, int, str]] = []
     for batch, plan in zip(batches, plans, strict=True):
         for result, entries in zip(batch.results, plan, strict=True):
             for index, event in enumerate(entries):
@@ -149,16 +159,23 @@ async def _fan_out(
                     if event.first is not None:
                         continue  # its first copy stores (or restores) the deliveries
                 headers = fresh_headers(event.now, event.now)
+                # With markers, the key of a delivery is its marker's; without, its event's.
+                prefix = event.key if batch.wall_clock else event.marker
                 for name in event.new.subscriptions:
                     if not subscribed(event.topic, name):
                         continue
                     if event.window > 0:
-                        headers = {**headers, MSG_ID: f"{event.marker}.{name}"}
+                        headers = {**headers, MSG_ID: f"{prefix}.{name}"}
                     messages.append((names.ready(event.topic, name), event.new.encoded, headers))
-                    targets.append((batch, result, name))
+                    targets.append((batch, result, index, name))
     outcomes = await engine.publish_all(messages)
-    for (batch, result, name), outcome in zip(targets, outcomes, strict=True):
+    stored: set[tuple[int, int]] = set()  # (id of result, index) of events stored somewhere
+    for (batch, result, index, name), outcome in zip(targets, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             batch.error = batch.error or outcome
         elif not outcome.duplicate:
             result.mark_queued(name)
+            stored.add((id(result), index))
+    for batch, result, index, _ in targets:
+        if batch.wall_clock and (id(result), index) not in stored:
+            result.duplicates[index] = True  # JetStream had every one of its deliveries

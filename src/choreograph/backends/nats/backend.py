@@ -55,6 +55,7 @@ from choreograph.backends.nats.writer import Writer
 from choreograph.bus.deadletter import DeadLetter
 from choreograph.bus.subscription import SubscriptionRecord
 from choreograph.bus.topic import TopicRecord
+from choreograph.clock import Clock, SystemClock
 from choreograph.errors import BackendError
 from choreograph.events import MAX_EVENT_BYTES
 
@@ -89,8 +90,14 @@ class NatsBackend(Backend):
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._wall_clock = False
 
     # lifecycle ---------------------------------------------------------------------------------
+    def use_clock(self, clock: Clock) -> None:
+        """On the system's clock JetStream's de-duplication window is the bus's (no markers,
+        see :mod:`~choreograph.backends.nats.appends`)."""
+        self._wall_clock = isinstance(clock, SystemClock)
+
     async def open(self) -> None:
         engine = self._engine
         await engine.connect()
@@ -113,6 +120,7 @@ class NatsBackend(Backend):
                 MAX_EVENT_BYTES,
             )
         self._writer = Writer(engine, lambda topic, name: (topic, name) in self._subscriptions)
+        self._writer.wall_clock = self._wall_clock
         group = self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = [
             group.create_task(self._writer.run(), name=f"NATS writer {self.url}"),

@@ -54,6 +54,8 @@ class Writer:
     def __init__(self, engine: Engine, subscribed: Callable[[str, str], bool]) -> None:
         self._engine = engine
         self._subscribed = subscribed
+        self.wall_clock = False
+        """The bus clock is the system's (see :mod:`~choreograph.backends.nats.appends`)."""
         self._jobs: list[_Job] = []
         self._queued = asyncio.Event()
         self._written = 0
@@ -65,7 +67,7 @@ class Writer:
         self, appends: Sequence[TopicAppend], now: float, acks: Sequence[Delivery]
     ) -> asyncio.Future[list[AppendResult]]:
         done: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        self._put(_Append(AppendBatch(appends, now), acks, done))
+        self._put(_Append(AppendBatch(appends, now, self.wall_clock), acks, done))
         return done
 
     def ack(self, msg: Msg) -> None:
