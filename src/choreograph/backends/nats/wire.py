@@ -55,8 +55,13 @@ def event_key(source: str, event_id: str) -> str:
 
 
 def fresh_headers(published_at: float, ttl_start: float) -> Headers:
-    """The headers of a new delivery (no attempt made yet)."""
-    return {PUBLISHED: repr(published_at), TTL_START: repr(ttl_start)}
+    """The headers of a new delivery (no attempt made yet). The time-to-live counts from the
+    publish unless said otherwise (a redrive restarts it): every header costs the receiving
+    client a parse, so a new event's delivery carries one time."""
+    stamp = repr(published_at)
+    if ttl_start == published_at:
+        return {PUBLISHED: stamp}
+    return {PUBLISHED: stamp, TTL_START: repr(ttl_start)}
 
 
 def state_headers(delivery: Delivery, *, completed: int) -> Headers:
