@@ -390,7 +390,7 @@ class SubscriptionDispatcher:
                 self._backend.ack(batch)
                 return
             try:
-                appends = self._bus.prepare_emitted(outcome.emitted)
+                appends = self._bus.prepare_emitted(outcome.emitted, outcome.encoded)
             except (ValidationError, NotFoundError) as exc:
                 outcome = Outcome(
                     status=500, name="GenericError", detail=f"emitted an invalid event: {exc}"

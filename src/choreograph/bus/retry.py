@@ -58,6 +58,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     emitted: tuple[Any, ...] = ()
     """Events the endpoint asks the bus to publish because this delivery succeeded
     (:class:`~choreograph.bus.endpoint.Emit` pairs); stored together with the acknowledgement."""
+    encoded: tuple[bytes, ...] = ()
+    """The storage encoding of each of ``emitted`` (:func:`~choreograph.events.encode_event`),
+    when the endpoint made it already (the SDK does, for its inbox): the bus stores these bytes
+    instead of encoding the events again."""
 
     @property
     def delivered(self) -> bool:

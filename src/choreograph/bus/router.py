@@ -61,9 +61,13 @@ class Router(Catalog):
         results = written if isinstance(written, list) else await written
         self._route(topic, results[0])
 
-    def _prepare(self, state: TopicState, event: CloudEvent) -> NewEvent:
-        """Encode (checking the size) and match a canonical event."""
-        encoded = encode_event(event)
+    def _prepare(
+        self, state: TopicState, event: CloudEvent, encoded: bytes | None = None
+    ) -> NewEvent:
+        """Encode (checking the size) and match a canonical event; ``encoded``, its encoding
+        when the caller made it already."""
+        if encoded is None:
+            encoded = encode_event(event)
         matched = state.unfiltered
         if matched is None:
             matched = tuple(
@@ -135,18 +139,21 @@ class Router(Catalog):
                 dispatcher.notify_backlog()
 
     # emitted events ----------------------------------------------------------------------------
-    def prepare_emitted(self, emitted: Sequence[Emit]) -> list[TopicAppend]:
-        """Validate what a handler emitted, grouped by topic; raises like ``publish``."""
+    def prepare_emitted(
+        self, emitted: Sequence[Emit], encoded: Sequence[bytes] = ()
+    ) -> list[TopicAppend]:
+        """Validate what a handler emitted, grouped by topic; raises like ``publish``.
+        ``encoded``, when given, holds each event's :func:`encode_event` bytes."""
         grouped: dict[str, list[NewEvent]] = {}
-        for topic, event in emitted:
+        for index, (topic, event) in enumerate(emitted):
             state = self._topic_state(topic)
             if not isinstance(event, CloudEvent):
                 raise InvalidEventError(
                     f"emitted events must be CloudEvents, got {type(event).__name__}"
                 )
-            grouped.setdefault(topic, []).append(
-                self._prepare(state, self._canonical(state, event))
-            )
+            canonical = self._canonical(state, event)
+            known = encoded[index] if encoded and canonical is event else None
+            grouped.setdefault(topic, []).append(self._prepare(state, canonical, known))
         now = self._now()
         published = self.metrics.published
         for topic, events in grouped.items():

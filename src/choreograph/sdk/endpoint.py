@@ -57,7 +57,7 @@ class ServiceEndpoint:
         if not isinstance(event, CloudEvent):  # the runtime subscribes in CloudEvents schema
             return Outcome(status=400, name="BadRequest", detail="expected a CloudEvent")
         try:
-            emitted = await self.handle(event, attempt.delivery_count + 1)
+            emitted, encoded = await self._handle(event, attempt.delivery_count + 1)
         except Exception as exc:
             return outcome_of_exception(exc, attempt)
         if not emitted:
@@ -66,15 +66,24 @@ class ServiceEndpoint:
             status=200,
             name="Delivered",
             emitted=tuple(Emit(topic, event) for topic, event in emitted),
+            encoded=encoded,
         )
 
     async def handle(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
         """Run the handler on ``event`` at most once in effect; return what it emits."""
+        emitted, _ = await self._handle(event, attempt)
+        return emitted
+
+    async def _handle(
+        self, event: CloudEvent, attempt: int
+    ) -> tuple[list[tuple[str, CloudEvent]], tuple[bytes, ...]]:
+        """:meth:`handle`, and the emitted events' encoding when this run made it (not for a
+        replay from the inbox)."""
         name = self.spec.name
         key = event_key(event)
         replay = await self.store.handled(name, key)
         if replay is not None:
-            return replay
+            return replay, ()
         if key in self._in_progress:
             raise Retry(f"event {event.id} is being handled by {name}", delay_seconds=1.0)
         self._in_progress.add(key)
@@ -89,10 +98,10 @@ class ServiceEndpoint:
 
     async def _run(
         self, event: CloudEvent, key: str, attempt: int, lock: str | None
-    ) -> list[tuple[str, CloudEvent]]:
+    ) -> tuple[list[tuple[str, CloudEvent]], tuple[bytes, ...]]:
         async with self.store.work(self.spec.name, key, lock=lock) as work:
             if work.replay is not None:  # another process handled it meanwhile
-                return work.replay
+                return work.replay, ()
             context = Context(
                 service=self.service.name,
                 handler=self.spec.name,
@@ -106,7 +115,7 @@ class ServiceEndpoint:
             )
             await self._chain(context)
             # Refuse what the bus would refuse, before committing; the inbox keeps the JSON.
-            encoded = [encode_event(emitted) for _, emitted in context.emitted]
+            encoded = tuple(encode_event(emitted) for _, emitted in context.emitted)
             work.unit.inbox = (
                 self.spec.name,
                 key,
@@ -114,7 +123,7 @@ class ServiceEndpoint:
                 encode_emitted(context.emitted, encoded),
             )
         context.run_after_commit()
-        return context.emitted
+        return context.emitted, encoded
 
     async def _call(self, context: Context) -> None:
         result = await self.spec.function(context.event, context)

@@ -16,7 +16,7 @@ import abc
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
@@ -88,7 +88,7 @@ DROP TABLE inbox_v1;
 """The scripts bringing a store file of version ``n`` to ``n + 1``."""
 
 
-def encode_emitted(emitted: Emitted, encoded: list[bytes] | None = None) -> bytes:
+def encode_emitted(emitted: Emitted, encoded: Sequence[bytes] | None = None) -> bytes:
     """The inbox form of what a handler emitted: ``[[topic, event], ...]``. ``encoded``, the
     events' JSON from :func:`~choreograph.events.encode_event` when the caller has it, is
     spliced in instead of encoding the events again (the same encoder, the same bytes)."""
