@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from monitor_helpers import (
@@ -24,6 +26,7 @@ from choreograph.errors import TopicNotFoundError
 from choreograph.events import CloudEvent
 from choreograph.monitor import Monitor
 from choreograph.testing import FakeClock
+from polling import until
 
 
 async def start_transaction(
@@ -225,3 +228,37 @@ async def test_the_monitor_refuses_to_start_when_a_topic_is_missing(
             pass
     assert await bus.list_subscriptions("deliveries") == []
     assert not await asyncio.to_thread(store_path.exists)
+
+
+async def test_a_start_recorded_after_its_delivery_timed_out_still_arms_the_timeout(
+    bus: Bus,
+    monitor: Monitor,
+    clock: FakeClock,
+    compensator: Inbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recording runs on the monitor's own thread: when it outlasts the delivery's timeout, the
+    attempt is cancelled (and retried), but the transaction it recorded still gets its timer."""
+    recording, release = threading.Event(), threading.Event()
+    record = monitor.store.record
+
+    def slow_record(*args: Any) -> Any:
+        recording.set()
+        release.wait(timeout=30)
+        return record(*args)
+
+    monkeypatch.setattr(monitor.store, "record", slow_record)
+    start = clock.now()
+    await bus.publish(
+        "deliveries", service_event("Delivery.Requested", "ingestion", correlation_id="tx-1")
+    )
+    await until(recording.is_set, "the monitor recording the start event")
+    clock.advance(31)  # past the observer's 30 s delivery timeout: the attempt is cancelled
+    monkeypatch.setattr(monitor.store, "record", record)
+    release.set()
+    await settle(monitor)  # the retried attempt records a duplicate
+
+    await advance(monitor, clock, start + DEADLINE - clock.now())
+
+    assert [event.id for event in compensator.events] == ["tx-1:DeliveryTimedOut"]
+    assert monitor.timeline("tx-1").state == "TimedOut"
