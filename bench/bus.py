@@ -639,7 +639,8 @@ def _headline(result: dict[str, Any]) -> str:
     return ""
 
 
-def _get(section: dict[str, Any], *path: str) -> float | None:
+def figure(section: dict[str, Any], *path: str) -> float | None:
+    """The number at ``path`` in a nested report section, None where it is missing."""
     value: Any = section
     for key in path:
         if not isinstance(value, dict) or value.get(key) is None:
@@ -657,7 +658,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def git_state(*paths: str) -> dict[str, Any]:
     """The commit benchmarked, and whether ``paths`` had uncommitted changes (shared by the
-    benchmarks that load this file)."""
+    benchmarks that import this file)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -695,12 +696,12 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
     sqlite = await measure_backend(backends, "sqlite", p)
 
     summary = {
-        "sqlite_chains_per_s": _get(sqlite, "chain_peak", "chains_per_s"),
-        "sqlite_p50_ms": _get(sqlite, "chain_steady", "p50_ms"),
-        "sqlite_p99_ms": _get(sqlite, "chain_steady", "p99_ms"),
-        "memory_chains_per_s": _get(memory, "chain_peak", "chains_per_s"),
-        "memory_p50_ms": _get(memory, "chain_steady", "p50_ms"),
-        "memory_p99_ms": _get(memory, "chain_steady", "p99_ms"),
+        "sqlite_chains_per_s": figure(sqlite, "chain_peak", "chains_per_s"),
+        "sqlite_p50_ms": figure(sqlite, "chain_steady", "p50_ms"),
+        "sqlite_p99_ms": figure(sqlite, "chain_steady", "p99_ms"),
+        "memory_chains_per_s": figure(memory, "chain_peak", "chains_per_s"),
+        "memory_p50_ms": figure(memory, "chain_steady", "p50_ms"),
+        "memory_p99_ms": figure(memory, "chain_steady", "p99_ms"),
         "raw_sqlite_rows_per_s": raw["rows_per_s"],
         "raw_sqlite_chains_per_s": raw["chains_per_s"],
         "raw_queue_chains_per_s": queue["chains_per_s"],

@@ -45,16 +45,17 @@ import sys
 from pathlib import Path
 
 # Run as a script, this file's directory comes first on sys.path, where this file's name hides
-# the drone_delivery package: take the directory off before anything imports the app. (Hence
-# the file-wide E402 exemption at the top.)
+# the drone_delivery package: move the directory to the end before anything imports the app,
+# where bus.py (the shared helpers) is still found. (Hence the file-wide E402 exemption at the
+# top.)
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH_DIR]
+sys.path.append(str(BENCH_DIR))  # last: the packages come first, bench/bus.py is found
 
 import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import json
 import math
 import os
@@ -64,13 +65,13 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from types import ModuleType
 from typing import Any, Protocol
 
 import aiohttp
 import httpx
 import msgspec
 
+import bus as bus_bench
 from choreograph import Bus, __version__
 from choreograph.sdk import ServiceStore
 from choreograph.tuning import tune_garbage_collector
@@ -79,20 +80,6 @@ from drone_delivery.events import SETTLED_STATUSES, parse_timestamp
 from drone_delivery.ingestion import DELIVERIES
 from drone_delivery.settings import Settings
 from drone_delivery.system import DroneDeliverySystem
-
-
-def _load_bus_bench() -> ModuleType:
-    """bench/bus.py (the raw limits), loaded from its file: bench/ is not on sys.path."""
-    spec = importlib.util.spec_from_file_location("bench_bus", BENCH_DIR / "bus.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {BENCH_DIR / 'bus.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bus_bench = _load_bus_bench()
 
 TARGETS = {"deliveries_per_s": 1000.0, "p99_ms": 100.0}
 TARGET_LOAD = 0.5
@@ -122,8 +109,7 @@ class Params:
     http: bool = False
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = bus_bench.log
 
 
 def _ms(seconds: Sequence[float], fraction: float) -> float | None:

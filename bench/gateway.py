@@ -49,12 +49,9 @@ import gc
 import importlib.util
 import itertools
 import json
-import math
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +63,7 @@ from typing import Any
 
 import aiohttp
 
+from bus import BenchError, figure, finite, git_state, log, machine, ratio
 from choreograph import (
     Attempt,
     Bus,
@@ -104,14 +102,6 @@ class Params:
     delivery_concurrency: tuple[int, ...] = (64, 128, 256)
     httpx_seconds: float = 2.0
     only: str | None = None
-
-
-class BenchError(Exception):
-    """A measurement failed (a refused request, a lost or duplicated delivery, a hang)."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # CPU accounting ----------------------------------------------------------------------------
@@ -674,21 +664,6 @@ async def webhook_phase(p: Params, section: Section) -> dict[str, Any]:
 
 
 # the run -----------------------------------------------------------------------------------
-def _get(section: Any, *path: str) -> float | None:
-    value = section
-    for key in path:
-        if not isinstance(value, dict) or value.get(key) is None:
-            return None
-        value = value[key]
-    return float(value)
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
-
-
 def _median_cpu(section: Any, side: str, *path: str) -> float | None:
     """Median over every point of a target of its ``side``'s CPU microseconds per item."""
     best = section
@@ -710,13 +685,13 @@ def _by_cpu(publish: dict[str, Any], webhook: dict[str, Any]) -> dict[str, float
         "delivery_client_cpu_us": _median_cpu(webhook, "client", "deliveries"),
         "raw_client_cpu_us": _median_cpu(webhook, "client", "raw_client"),
     }
-    figures["publish_vs_raw"] = _ratio(
+    figures["publish_vs_raw"] = ratio(
         figures["raw_server_cpu_us"], figures["publish_server_cpu_us"]
     )
-    figures["memory_publish_vs_raw"] = _ratio(
+    figures["memory_publish_vs_raw"] = ratio(
         figures["raw_server_cpu_us"], figures["memory_publish_server_cpu_us"]
     )
-    figures["webhook_vs_raw"] = _ratio(
+    figures["webhook_vs_raw"] = ratio(
         figures["raw_client_cpu_us"], figures["delivery_client_cpu_us"]
     )
     return figures
@@ -734,24 +709,6 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _git() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit or None, "uncommitted_changes_in_src": bool(status.strip())}
-
-
 async def run_all(p: Params, directory: Path) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     began = time.perf_counter()
@@ -764,36 +721,38 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
         webhook = await section.run("webhook", webhook_phase(p, section)) or {}
 
     summary: dict[str, Any] = {
-        "publish_per_s": _get(publish, "sqlite", "single", "requests_per_s"),
-        "publish_batch_requests_per_s": _get(publish, "sqlite", "batch", "requests_per_s"),
-        "publish_batch_events_per_s": _get(publish, "sqlite", "batch", "events_per_s"),
-        "memory_publish_per_s": _get(publish, "memory", "single", "requests_per_s"),
-        "memory_publish_batch_requests_per_s": _get(publish, "memory", "batch", "requests_per_s"),
-        "memory_publish_batch_events_per_s": _get(publish, "memory", "batch", "events_per_s"),
-        "raw_requests_per_s": _get(publish, "raw", "single", "requests_per_s"),
-        "raw_batch_requests_per_s": _get(publish, "raw", "batch", "requests_per_s"),
-        "raw_starlette_requests_per_s": _get(publish, "raw_starlette", "single", "requests_per_s"),
-        "webhook_deliveries_per_s": _get(webhook, "deliveries", "deliveries_per_s"),
-        "raw_client_requests_per_s": _get(webhook, "raw_client", "requests_per_s"),
-        "raw_client_httpx_requests_per_s": _get(webhook, "raw_client_httpx", "requests_per_s"),
+        "publish_per_s": figure(publish, "sqlite", "single", "requests_per_s"),
+        "publish_batch_requests_per_s": figure(publish, "sqlite", "batch", "requests_per_s"),
+        "publish_batch_events_per_s": figure(publish, "sqlite", "batch", "events_per_s"),
+        "memory_publish_per_s": figure(publish, "memory", "single", "requests_per_s"),
+        "memory_publish_batch_requests_per_s": figure(publish, "memory", "batch", "requests_per_s"),
+        "memory_publish_batch_events_per_s": figure(publish, "memory", "batch", "events_per_s"),
+        "raw_requests_per_s": figure(publish, "raw", "single", "requests_per_s"),
+        "raw_batch_requests_per_s": figure(publish, "raw", "batch", "requests_per_s"),
+        "raw_starlette_requests_per_s": figure(
+            publish, "raw_starlette", "single", "requests_per_s"
+        ),
+        "webhook_deliveries_per_s": figure(webhook, "deliveries", "deliveries_per_s"),
+        "raw_client_requests_per_s": figure(webhook, "raw_client", "requests_per_s"),
+        "raw_client_httpx_requests_per_s": figure(webhook, "raw_client_httpx", "requests_per_s"),
     }
-    summary["publish_vs_raw"] = _ratio(summary["publish_per_s"], summary["raw_requests_per_s"])
-    summary["publish_batch_vs_raw_batch"] = _ratio(
+    summary["publish_vs_raw"] = ratio(summary["publish_per_s"], summary["raw_requests_per_s"])
+    summary["publish_batch_vs_raw_batch"] = ratio(
         summary["publish_batch_requests_per_s"], summary["raw_batch_requests_per_s"]
     )
-    summary["memory_publish_vs_raw"] = _ratio(
+    summary["memory_publish_vs_raw"] = ratio(
         summary["memory_publish_per_s"], summary["raw_requests_per_s"]
     )
-    summary["webhook_vs_raw"] = _ratio(
+    summary["webhook_vs_raw"] = ratio(
         summary["webhook_deliveries_per_s"], summary["raw_client_requests_per_s"]
     )
     meets = {name: (summary[name] or 0.0) >= target for name, target in TARGETS.items()}
     # how busy the rest of the machine was during each headline's best point
     interference = {
-        "publish_per_s": _get(publish, "sqlite", "single", "other_cpu_cores"),
-        "raw_requests_per_s": _get(publish, "raw", "single", "other_cpu_cores"),
-        "webhook_deliveries_per_s": _get(webhook, "deliveries", "other_cpu_cores"),
-        "raw_client_requests_per_s": _get(webhook, "raw_client", "other_cpu_cores"),
+        "publish_per_s": figure(publish, "sqlite", "single", "other_cpu_cores"),
+        "raw_requests_per_s": figure(publish, "raw", "single", "other_cpu_cores"),
+        "webhook_deliveries_per_s": figure(webhook, "deliveries", "other_cpu_cores"),
+        "raw_client_requests_per_s": figure(webhook, "raw_client", "other_cpu_cores"),
     }
     return {
         **summary,
@@ -806,13 +765,10 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
         "errors": section.errors,
         "params": asdict(p),
         "machine": {
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
+            **machine(),
             "choreograph": __version__,
             **_versions(),
-            **_git(),
+            **git_state("src"),
             "layout": "the client (and the webhook phase's bus) in this process, each server in "
             "its own process (uvicorn, one asyncio loop); no CPU pinning",
             "load_average_at_start": load_at_start,
@@ -820,17 +776,6 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
         },
         "total_seconds": time.perf_counter() - began,
     }
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by null, for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -901,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
         except (KeyboardInterrupt, asyncio.CancelledError):  # SIGINT, SIGTERM: servers stopped
             log("interrupted")
             return 130
-    json.dump(_finite(report), sys.stdout, indent=2, allow_nan=False)
+    json.dump(finite(report), sys.stdout, indent=2, allow_nan=False)
     print()
     return 1 if report["errors"] else 0
 

@@ -39,10 +39,11 @@ import sys
 from pathlib import Path
 
 # Run as a script, this file's directory comes first on sys.path, where this file's name hides the
-# nats package (nats-py): take the directory off before anything imports it. (Hence the file-wide
-# E402 exemption at the top.)
+# nats package (nats-py): move the directory to the end before anything imports it, where bus.py
+# (the shared helpers) is still found. (Hence the file-wide E402 exemption at the top.)
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH_DIR]
+sys.path.append(str(BENCH_DIR))  # last: the packages come first, bench/bus.py is found
 
 import argparse
 import asyncio
@@ -56,7 +57,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -65,26 +65,13 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import NotFoundError
 
+import bus as bus_bench
 from choreograph import Bus, CloudEvent, __version__
 from choreograph.backends.nats import delete_namespace, server_unreachable
 from choreograph.bus.endpoint import Emit
 from choreograph.sdk import Context, Service
 from choreograph.tuning import tune_garbage_collector
 
-
-def _load_bus_bench() -> ModuleType:
-    """bench/bus.py (its timing helpers and pacing), loaded from its file: bench/ is not on
-    sys.path."""
-    spec = importlib.util.spec_from_file_location("bench_bus", BENCH_DIR / "bus.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {BENCH_DIR / 'bus.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bus_bench = _load_bus_bench()
 log = bus_bench.log
 BenchError = bus_bench.BenchError
 
@@ -614,10 +601,10 @@ async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
 
     summary: dict[str, Any] = {}
     for name in SYSTEMS:
-        summary[f"{name}_chains_per_s"] = bus_bench._get(sections, name, "peak", "chains_per_s")
+        summary[f"{name}_chains_per_s"] = bus_bench.figure(sections, name, "peak", "chains_per_s")
     for name in SYSTEMS:
         for quantile in ("p50_ms", "p99_ms"):
-            summary[f"{name}_{quantile}"] = bus_bench._get(sections, name, "steady", quantile)
+            summary[f"{name}_{quantile}"] = bus_bench.figure(sections, name, "steady", quantile)
     ours = summary["choreograph_chains_per_s"]
     summary["choreograph_vs_raw_nats"] = bus_bench.ratio(ours, summary["raw_nats_chains_per_s"])
     summary["choreograph_vs_faststream"] = bus_bench.ratio(ours, summary["faststream_chains_per_s"])
@@ -637,18 +624,20 @@ async def run_all(p: Params) -> tuple[dict[str, Any], bool]:
         and p.load == 0.5
         and bool((sections.get("choreograph") or {}).get("steady", {}).get("load_applied")),
     }
-    cpu_us = {name: bus_bench._get(sections, name, "peak", "cpu_us_per_chain") for name in SYSTEMS}
+    cpu_us = {
+        name: bus_bench.figure(sections, name, "peak", "cpu_us_per_chain") for name in SYSTEMS
+    }
     by_cpu = {
         "cpu_us_per_chain": cpu_us,
         "server_cpu_us_per_chain": {
-            name: bus_bench._get(sections, name, "peak", "server_cpu_us_per_chain")
+            name: bus_bench.figure(sections, name, "peak", "server_cpu_us_per_chain")
             for name in SYSTEMS
         },
         "choreograph_vs_raw_nats": bus_bench.ratio(cpu_us["raw_nats"], cpu_us["choreograph"]),
         "choreograph_vs_faststream": bus_bench.ratio(cpu_us["faststream"], cpu_us["choreograph"]),
     }
     interference = {
-        name: bus_bench._get(sections, name, "peak", "other_cpu_cores") for name in SYSTEMS
+        name: bus_bench.figure(sections, name, "peak", "other_cpu_cores") for name in SYSTEMS
     }
     report = {
         **summary,
