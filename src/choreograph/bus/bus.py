@@ -77,6 +77,8 @@ class Bus(Router, DeadLetterAdmin):
         self._exit_stack = contextlib.AsyncExitStack()
         self._changed = asyncio.Event()
         self._pending_commits = 0
+        """Emitted events being stored, and settlings after a store that failed (``idle`` waits
+        for them)."""
         self.watched = 0
         """How many ``idle`` calls are waiting; dispatchers report state changes only then."""
 
@@ -252,12 +254,9 @@ class Bus(Router, DeadLetterAdmin):
             self._route(SYSTEM_TOPIC, result)
 
     # waiting -----------------------------------------------------------------------------------
-    def _commit_failed(self, error: BaseException, *, retried: bool) -> None:
+    def _commit_failed(self, error: BaseException) -> None:
         logger.error(
-            "storing emitted events failed; their deliveries %s",
-            "are retried on their subscriptions' policies"
-            if retried
-            else "run again when their lease expires",
+            "storing emitted events failed; their deliveries are retried on their policies",
             exc_info=error,
         )
 

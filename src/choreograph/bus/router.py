@@ -172,13 +172,12 @@ class Router(Catalog):
         self,
         appends: list[TopicAppend],
         acks: Sequence[Delivery],
-        not_stored: Callable[[BaseException], None] | None = None,
+        not_stored: Callable[[BaseException], None],
     ) -> None:
         """Store emitted events and acknowledge the deliveries that caused them in one write,
         without waiting: the events are routed once durable. If the write fails, neither
         happened: ``not_stored(error)`` is called (the dispatcher retries the deliveries on
-        their policy; the re-emitted ids de-duplicate), else the deliveries stay leased and run
-        again when their lease expires."""
+        their policy; the re-emitted ids de-duplicate)."""
         written = self.backend.append(appends, now=self._now(), acks=acks)
         if isinstance(written, list):  # written at once (in memory): route now
             self._route_emitted(appends, written)
@@ -192,14 +191,13 @@ class Router(Catalog):
         self,
         appends: list[TopicAppend],
         future: asyncio.Future[list[AppendResult]],
-        not_stored: Callable[[BaseException], None] | None,
+        not_stored: Callable[[BaseException], None],
     ) -> None:
         self._pending_commits -= 1
         error = asyncio.CancelledError() if future.cancelled() else future.exception()
         if error is not None:
-            self._commit_failed(error, retried=not_stored is not None)
-            if not_stored is not None:
-                not_stored(error)
+            self._commit_failed(error)
+            not_stored(error)
             return
         self._route_emitted(appends, future.result())
 
@@ -208,7 +206,7 @@ class Router(Catalog):
             self._route(append.topic, result)
         self.state_changed()
 
-    def _commit_failed(self, error: BaseException, *, retried: bool) -> None:
+    def _commit_failed(self, error: BaseException) -> None:
         """Hook: the bus logs a failed commit of emitted events."""
 
     def state_changed(self) -> None:
