@@ -14,7 +14,7 @@ again, which JetStream absorbs: if the first publish failed half-way (markers st
 deliveries not) and the publisher retried, the missing deliveries are stored now, so a publish
 that returns is always complete.
 
-When the bus clock is the system's (``AppendBatch.wall_clock``), the two windows are one and no
+When the bus clock is the system's (``wall_clock``), the two windows are one and no
 marker is needed: each delivery carries ``Nats-Msg-Id`` ``<event key>.<subscription>``, JetStream
 absorbs a second copy of it within the window, and an event is a duplicate when every one of its
 deliveries was. That saves a message and a round trip per event. (Unlike the marker, such a key
@@ -66,17 +66,20 @@ class AppendBatch:
 
     appends: Sequence[TopicAppend]
     now: float
-    wall_clock: bool = False
-    """The bus clock is the system's: JetStream's window decides alone (no markers)."""
     results: list[AppendResult] = field(default_factory=list)
     error: BaseException | None = None
 
 
 async def store_appends(
-    engine: Engine, batches: Sequence[AppendBatch], subscribed: Callable[[str, str], bool]
+    engine: Engine,
+    batches: Sequence[AppendBatch],
+    subscribed: Callable[[str, str], bool],
+    *,
+    wall_clock: bool,
 ) -> None:
     """Store every batch, setting its ``results`` or its ``error``. ``subscribed(topic, name)``
-    tells the subscriptions that exist (an event matched to a deleted one is not stored)."""
+    tells the subscriptions that exist (an event matched to a deleted one is not stored);
+    ``wall_clock``, that the bus clock is the system's (no markers, see the module)."""
     marked: list[_Event] = []
     plans: list[list[list[_Event | None]]] = []  # per batch, per append, per event
     seen: dict[tuple[str, str], _Event] = {}
@@ -93,13 +96,13 @@ async def store_appends(
                 event = _Event(topic, new, window, batch.now, key, first=seen.get((topic, key)))
                 if event.first is None:
                     seen[(topic, key)] = event
-                    if not batch.wall_clock:
+                    if not wall_clock:
                         marked.append(event)
                 entries.append(event)
             plan.append(entries)
         plans.append(plan)
     await _mark(engine, marked)
-    await _fan_out(engine, batches, plans, subscribed)
+    await _fan_out(engine, batches, plans, subscribed, wall_clock)
 
 
 async def _mark(engine: Engine, events: list[_Event]) -> None:
@@ -140,6 +143,7 @@ async def _fan_out(
     batches: Sequence[AppendBatch],
     plans: list[list[list[_Event | None]]],
     subscribed: Callable[[str, str], bool],
+    wall_clock: bool,
 ) -> None:
     """Publish one delivery per matched subscription; fill in the results."""
     names = engine.names
@@ -160,7 +164,7 @@ async def _fan_out(
                         continue  # its first copy stores (or restores) the deliveries
                 headers = fresh_headers(event.now, event.now)
                 # With markers, the key of a delivery is its marker's; without, its event's.
-                prefix = event.key if batch.wall_clock else event.marker
+                prefix = event.key if wall_clock else event.marker
                 for name in event.new.subscriptions:
                     if not subscribed(event.topic, name):
                         continue
@@ -176,6 +180,7 @@ async def _fan_out(
         elif not outcome.duplicate:
             result.mark_queued(name)
             stored.add((id(result), index))
-    for batch, result, index, _ in targets:
-        if batch.wall_clock and (id(result), index) not in stored:
-            result.duplicates[index] = True  # JetStream had every one of its deliveries
+    if wall_clock:  # an event is a duplicate when JetStream had every one of its deliveries
+        for _, result, index, _ in targets:
+            if (id(result), index) not in stored:
+                result.duplicates[index] = True

@@ -119,8 +119,11 @@ class NatsBackend(Backend):
                 engine.nc.max_payload,
                 MAX_EVENT_BYTES,
             )
-        self._writer = Writer(engine, lambda topic, name: (topic, name) in self._subscriptions)
-        self._writer.wall_clock = self._wall_clock
+        self._writer = Writer(
+            engine,
+            lambda topic, name: (topic, name) in self._subscriptions,
+            wall_clock=self._wall_clock,
+        )
         group = self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = [
             group.create_task(self._writer.run(), name=f"NATS writer {self.url}"),

@@ -51,10 +51,12 @@ _Job = _Append | _Move | Msg  # a bare message is to be acknowledged
 class Writer:
     """Writes queued jobs in rounds (see the module docstring); :meth:`run` is its task."""
 
-    def __init__(self, engine: Engine, subscribed: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self, engine: Engine, subscribed: Callable[[str, str], bool], *, wall_clock: bool
+    ) -> None:
         self._engine = engine
         self._subscribed = subscribed
-        self.wall_clock = False
+        self._wall_clock = wall_clock
         """The bus clock is the system's (see :mod:`~choreograph.backends.nats.appends`)."""
         self._jobs: list[_Job] = []
         self._queued = asyncio.Event()
@@ -67,7 +69,7 @@ class Writer:
         self, appends: Sequence[TopicAppend], now: float, acks: Sequence[Delivery]
     ) -> asyncio.Future[list[AppendResult]]:
         done: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        self._put(_Append(AppendBatch(appends, now, self.wall_clock), acks, done))
+        self._put(_Append(AppendBatch(appends, now), acks, done))
         return done
 
     def ack(self, msg: Msg) -> None:
@@ -129,7 +131,12 @@ class Writer:
         engine = self._engine
         appends = [job for job in jobs if isinstance(job, _Append)]
         if appends:
-            await store_appends(engine, [job.batch for job in appends], self._subscribed)
+            await store_appends(
+                engine,
+                [job.batch for job in appends],
+                self._subscribed,
+                wall_clock=self._wall_clock,
+            )
         acks: list[Msg] = []
         for job in appends:
             error = job.batch.error
