@@ -310,7 +310,7 @@ class SqliteServiceStore(ServiceStore):
         self._writer: Writer | None = None
         self._batch: _CommitBatch | None = None
         self._seen = SeenKeys()
-        """The inbox keys (``handler\nevent id``) this store may hold."""
+        """The inbox keys (:func:`_inbox_key`) this store may hold."""
         self._reader: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
 
@@ -330,7 +330,7 @@ class SqliteServiceStore(ServiceStore):
             (count,) = connection.execute("SELECT count(*) FROM inbox").fetchone()
             self._seen = SeenKeys(count)
             for handler, event_id in connection.execute("SELECT handler, event_id FROM inbox"):
-                self._seen.add(f"{handler}\n{event_id}")
+                self._seen.add(_inbox_key(handler, event_id))
         except BaseException:
             self._lock_file.close()
             raise
@@ -356,7 +356,7 @@ class SqliteServiceStore(ServiceStore):
     async def handled(self, handler: str, event_id: str) -> Emitted | None:
         if self._reader is None:
             raise ConfigError(f"service store {self.path} is not open")
-        if f"{handler}\n{event_id}" not in self._seen:
+        if _inbox_key(handler, event_id) not in self._seen:
             return None
         try:
             row = self._reader.execute(
@@ -372,7 +372,7 @@ class SqliteServiceStore(ServiceStore):
             batch = self._batch = _CommitBatch(self._open_writer().submit(self._write_batch))
         batch.add(self.state.current(unit), unit.inbox)
         if unit.inbox is not None:
-            self._seen.add(f"{unit.inbox[0]}\n{unit.inbox[1]}")
+            self._seen.add(_inbox_key(unit.inbox[0], unit.inbox[1]))
         await asyncio.shield(batch.written)
 
     def _write_batch(self, c: sqlite3.Connection) -> None:
@@ -388,6 +388,10 @@ class SqliteServiceStore(ServiceStore):
             )
         )
         return count
+
+
+def _inbox_key(handler: str, event_id: str) -> str:
+    return f"{handler}\n{event_id}"
 
 
 def open_service_store(url: str) -> ServiceStore:
