@@ -66,8 +66,12 @@ BATCH: Final = 200
 DELIVERY_TIMEOUT_SECONDS: Final = 3.0
 """Of every handler: a lease on NATS is three of them and 3 s, so a killed process's deliveries
 go to the survivor after 12 s."""
-STEP_DELAY_MS: Final = 100
-"""Each forward step takes this long, so that work is in flight when a process is killed."""
+STEP_DELAY_MS: Final = 300
+"""Each step sleeps this long right after claiming its inbox entry (in its transaction), so that
+work is in flight when a process is killed."""
+KILL_MARGIN_MS: Final = 100
+"""A process is killed only while one of its runs has slept at most this long of the delay: the
+rest of the delay (200 ms) is the margin for the kill to land before that run commits."""
 START_SECONDS: Final = 90.0
 SETTLE_SECONDS: Final = 180.0
 STOP_SECONDS: Final = 60.0
@@ -306,12 +310,18 @@ def assert_exactly_once(effects: Effects, delivery_ids: list[str]) -> None:
         assert sum(effects.work(service).values()) == count, service
 
 
-async def all_in_transaction(connection: Any, processes: list[str]) -> bool:
-    """Whether each of ``processes`` (``host:pid``) has a transaction open in PostgreSQL (the
-    store names its connections ``choreograph <schema> <host:pid>``)."""
+async def all_sleeping_in_a_run(connection: Any, processes: list[str]) -> bool:
+    """Whether each of ``processes`` (``host:pid``) has a handler run that claimed its inbox entry
+    at most ``KILL_MARGIN_MS`` ago and sleeps in the injected delay, uncommitted: killed now, that
+    run is lost and its event must be redelivered. (The store names its connections
+    ``choreograph <schema> <host:pid>``; a run's connection is idle in its transaction after the
+    claim, with the claim as its last statement, until the delay ends.)"""
     names = await connection.fetch(
         "SELECT application_name FROM pg_stat_activity "
-        "WHERE xact_start IS NOT NULL AND application_name LIKE 'choreograph %'"
+        "WHERE state = 'idle in transaction' AND query LIKE 'INSERT INTO %inbox%DO NOTHING' "
+        "AND clock_timestamp() - state_change < $1 * interval '1 millisecond' "
+        "AND application_name LIKE 'choreograph %'",
+        KILL_MARGIN_MS,
     )
     return all(any(row[0].endswith(f" {process}") for row in names) for process in processes)
 
@@ -358,7 +368,7 @@ async def test_two_processes_per_service_complete_every_delivery_once_even_when_
         watching = await asyncpg.connect(POSTGRES)
         try:
             await until(
-                lambda: all_in_transaction(watching, [system.handled_by(p) for p in killed]),
+                lambda: all_sleeping_in_a_run(watching, [system.handled_by(p) for p in killed]),
                 "each process to kill is in the middle of handling an event",
                 SETTLE_SECONDS,
                 every=0.005,
