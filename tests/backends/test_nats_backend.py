@@ -34,9 +34,10 @@ else:
     nats = pytest.importorskip("choreograph.backends.nats")
 
 import nats as nats_py  # after the skip: nats-py is an optional dependency
+from nats.aio.msg import Msg
 
 from choreograph.backends.nats.settings import Names, NatsSettings
-from choreograph.backends.nats.wire import MSG_ID, event_key
+from choreograph.backends.nats.wire import MSG_ID, event_key, num_delivered, reply_consumer
 
 SERVER = "nats://127.0.0.1:4222"
 DEADLINE_SECONDS = 30.0
@@ -325,6 +326,30 @@ def worker(url: str, topic: str, subscription: str) -> None:
 def test_an_invalid_nats_url_is_refused_naming_the_problem(bus_url: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         open_backend(bus_url)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param("$JS.ACK.orders.sub-a.3.41.17.1764331000123456789.5", id="v1"),
+        pytest.param("$JS.ACK._.ACCHASH.orders.sub-a.3.41.17.1764331000123456789.5", id="v2"),
+        pytest.param(
+            "$JS.ACK.hub.ACCHASH.orders.sub-a.3.41.17.1764331000123456789.5.rnd", id="v2-token"
+        ),
+    ],
+)
+def test_the_reply_subject_gives_the_consumer_and_the_delivery_count(reply: str) -> None:
+    msg = Msg(nats_py.NATS(), subject="x", reply=reply)
+    assert reply_consumer(msg) == ("orders", "sub-a")
+    assert num_delivered(msg) == 3
+    assert (msg.metadata.stream, msg.metadata.consumer) == ("orders", "sub-a")  # as nats-py reads
+    assert msg.metadata.num_delivered == 3
+
+
+@pytest.mark.parametrize("reply", ["", "_INBOX.abc.1", "$JS.ACK.orders.sub-a.3"])
+def test_a_reply_subject_that_is_not_jetstream_s_is_refused(reply: str) -> None:
+    with pytest.raises(ValueError, match="not a JetStream message"):
+        num_delivered(Msg(nats_py.NATS(), subject="x", reply=reply))
 
 
 def test_a_nats_url_names_servers_replicas_and_namespace() -> None:

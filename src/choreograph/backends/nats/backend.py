@@ -49,6 +49,7 @@ from choreograph.backends.nats.wire import (
     MSG_ID,
     delivery_from,
     moved_headers,
+    num_delivered,
     state_headers,
 )
 from choreograph.backends.nats.writer import Writer
@@ -400,7 +401,7 @@ class NatsBackend(Backend):
         """Give back a message fetched but never leased: a copy counting the same attempts, due
         at once on the ``wait`` subject (see :meth:`release`)."""
         headers = moved_headers(msg)  # no due time: due at once
-        made = int(headers.get(ATTEMPTS, 0)) + msg.metadata.num_delivered - 1
+        made = int(headers.get(ATTEMPTS, 0)) + num_delivered(msg) - 1
         headers[ATTEMPTS] = str(made)
         headers[MSG_ID] = move_id(msg)
         self._open_writer.move(msg, self._names.wait(queue.topic, queue.subscription), headers)

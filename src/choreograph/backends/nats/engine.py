@@ -23,6 +23,7 @@ from nats.js import JetStreamContext, api
 
 from choreograph.backends.nats.publisher import PubAck, Publisher
 from choreograph.backends.nats.settings import Names, NatsSettings
+from choreograph.backends.nats.wire import reply_consumer
 from choreograph.errors import BackendError
 
 __all__ = ["Engine", "Outcome", "describe", "engine_errors"]
@@ -168,7 +169,7 @@ class Engine:
         if not messages:
             return []
         nc = self.nc
-        keys = [(msg.metadata.stream, msg.metadata.consumer) for msg in messages]
+        keys = [reply_consumer(msg) for msg in messages]
         last = {key: index for index, key in enumerate(keys)}  # consumer -> its last message
         confirming = set(last.values())
         errors: dict[int, BaseException] = {}
