@@ -229,6 +229,18 @@ def test_time_without_a_time_zone_or_unparseable_is_refused(value: str) -> None:
     assert error.attribute == "time"
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["2024-05-01T12:30:00.5+24:00", "2024-05-01T12:30:00.5-99:00", "2024-05-01T12:30:00.5"],
+)
+def test_a_second_already_seen_valid_does_not_pass_another_zone_or_none(value: str) -> None:
+    # the first event makes "2024-05-01T12:30:00" a known-valid second
+    assert CloudEvent.from_dict(ce_dict(time="2024-05-01T12:30:00.25Z")).time is not None
+    error = refused(lambda: CloudEvent.from_dict(ce_dict(time=value)))
+
+    assert error.attribute == "time"
+
+
 @pytest.mark.parametrize(("value", "shown"), [("", '""'), (1714566600, "1714566600")])
 def test_time_that_is_not_a_non_empty_string_is_refused(value: Any, shown: str) -> None:
     error = refused(lambda: CloudEvent.from_dict(ce_dict(time=value)))
