@@ -9,6 +9,27 @@ from choreograph.sdk.tracing import TraceContext, child_of, new_trace
 
 from .support import PARENT_SPAN, TRACE_ID, TRACEPARENT
 
+MALFORMED = [
+    None,
+    42,
+    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "",
+    "garbage",
+    f"ff-{TRACE_ID}-{PARENT_SPAN}-01",
+    f"00-{'0' * 32}-{PARENT_SPAN}-01",
+    f"00-{TRACE_ID}-{'0' * 16}-01",
+    f"00-{TRACE_ID[:-1]}-{PARENT_SPAN}-01",
+    f"00-{TRACE_ID}0-{PARENT_SPAN}-01",
+    f"00-{TRACE_ID}-{PARENT_SPAN[:-1]}-01",
+    f"00-{TRACE_ID}-{PARENT_SPAN}-1",
+    f"0-{TRACE_ID}-{PARENT_SPAN}-01",
+    f"00-{TRACE_ID[:-1]}g-{PARENT_SPAN}-01",
+    f"00-{TRACE_ID}-{PARENT_SPAN}-0x",
+    f"00_{TRACE_ID}_{PARENT_SPAN}_01",
+    f"00-{TRACE_ID}-{PARENT_SPAN}",
+    f"00-{TRACE_ID}-{PARENT_SPAN}-01-extra",
+]
+
 
 def test_a_valid_traceparent_is_parsed() -> None:
     context = TraceContext.parse(TRACEPARENT)
@@ -34,29 +55,7 @@ def test_surrounding_whitespace_is_ignored() -> None:
     assert TraceContext.parse(f"  {TRACEPARENT}\t") is not None
 
 
-@pytest.mark.parametrize(
-    "header",
-    [
-        None,
-        42,
-        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        "",
-        "garbage",
-        f"ff-{TRACE_ID}-{PARENT_SPAN}-01",
-        f"00-{'0' * 32}-{PARENT_SPAN}-01",
-        f"00-{TRACE_ID}-{'0' * 16}-01",
-        f"00-{TRACE_ID[:-1]}-{PARENT_SPAN}-01",
-        f"00-{TRACE_ID}0-{PARENT_SPAN}-01",
-        f"00-{TRACE_ID}-{PARENT_SPAN[:-1]}-01",
-        f"00-{TRACE_ID}-{PARENT_SPAN}-1",
-        f"0-{TRACE_ID}-{PARENT_SPAN}-01",
-        f"00-{TRACE_ID[:-1]}g-{PARENT_SPAN}-01",
-        f"00-{TRACE_ID}-{PARENT_SPAN}-0x",
-        f"00_{TRACE_ID}_{PARENT_SPAN}_01",
-        f"00-{TRACE_ID}-{PARENT_SPAN}",
-        f"00-{TRACE_ID}-{PARENT_SPAN}-01-extra",
-    ],
-)
+@pytest.mark.parametrize("header", MALFORMED)
 def test_a_malformed_traceparent_is_refused(header: object) -> None:
     assert TraceContext.parse(header) is None
 
@@ -73,6 +72,7 @@ def test_a_future_version_with_more_fields_keeps_the_trace() -> None:
 
 def test_a_child_stays_in_the_trace_with_a_new_span() -> None:
     child = child_of(TRACEPARENT)
+    assert child.continued
     assert child.trace_id == TRACE_ID
     assert child.span_id != PARENT_SPAN
     assert child.flags == "01"
@@ -93,6 +93,23 @@ def test_a_child_of_nothing_valid_starts_a_new_sampled_trace(parent: object) -> 
     assert child.trace_id not in (TRACE_ID, "0" * 32)
     assert child.flags == "01"
     assert TraceContext.parse(child.traceparent) is not None
+
+
+@pytest.mark.parametrize("parent", MALFORMED)
+def test_a_child_of_a_malformed_traceparent_starts_a_new_trace(parent: object) -> None:
+    child = child_of(parent)
+    assert not child.continued
+    assert child.trace_id != TRACE_ID
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [f"cc-{TRACE_ID}-{PARENT_SPAN}-01", f" {TRACEPARENT} ", f"cc-{TRACE_ID}-{PARENT_SPAN}-01-x"],
+)
+def test_a_child_of_another_well_formed_traceparent_stays_in_its_trace(parent: str) -> None:
+    child = child_of(parent)
+    assert child.continued
+    assert child.trace_id == TRACE_ID
 
 
 def test_new_traces_are_valid_and_distinct() -> None:
