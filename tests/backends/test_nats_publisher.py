@@ -55,32 +55,67 @@ async def publisher(connection: Client) -> AsyncIterator[Publisher]:
         await started.stop()
 
 
+ANSWER_SECONDS = 10.0
+
+
 async def test_pipelined_publishes_are_acknowledged_in_order_with_duplicates_flagged(
     publisher: Publisher, stream: str
 ) -> None:
-    futures = [
-        await publisher.publish(f"{stream}.in", b"%d" % number, {"Nats-Msg-Id": f"m-{number}"})
-        for number in range(5)
+    messages = [
+        (f"{stream}.in", b"%d" % number, {"Nats-Msg-Id": f"m-{number}"}) for number in range(5)
     ]
-    again = await publisher.publish(f"{stream}.in", b"0", {"Nats-Msg-Id": "m-0"})
-    acks = await asyncio.gather(*futures, again)
+    messages.append((f"{stream}.in", b"0", {"Nats-Msg-Id": "m-0"}))
+    acks = await publisher.publish_all(messages, refused={}, answer_seconds=ANSWER_SECONDS)
     assert acks[:5] == [PubAck(stream, number + 1, False) for number in range(5)]
     assert acks[5] == PubAck(stream, 1, True)  # JetStream's de-duplication: the first copy
+    assert publisher.unanswered == 0
+
+
+async def test_a_refused_message_is_not_sent_and_keeps_its_error(
+    publisher: Publisher, stream: str
+) -> None:
+    too_big = BackendError("too big")
+    outcomes = await publisher.publish_all(
+        [(f"{stream}.in", b"a", None), (f"{stream}.in", b"b", None), (f"{stream}.in", b"c", None)],
+        refused={1: too_big},
+        answer_seconds=ANSWER_SECONDS,
+    )
+    assert outcomes == [PubAck(stream, 1, False), too_big, PubAck(stream, 2, False)]
 
 
 async def test_a_subject_no_stream_takes_is_no_stream_response(publisher: Publisher) -> None:
-    future = await publisher.publish(f"nobody.{secrets.token_hex(4)}", b"x", None)
-    with pytest.raises(nats.js.errors.NoStreamResponseError):
-        await future
+    [outcome] = await publisher.publish_all(
+        [(f"nobody.{secrets.token_hex(4)}", b"x", None)], refused={}, answer_seconds=ANSWER_SECONDS
+    )
+    assert isinstance(outcome, nats.js.errors.NoStreamResponseError)
 
 
 async def test_a_refusal_is_the_api_error_nats_py_raises(publisher: Publisher, stream: str) -> None:
-    future = await publisher.publish(
-        f"{stream}.in", b"x", {"Nats-Expected-Last-Sequence": "41"}
+    [outcome] = await publisher.publish_all(
+        [(f"{stream}.in", b"x", {"Nats-Expected-Last-Sequence": "41"})],
+        refused={},
+        answer_seconds=ANSWER_SECONDS,
     )  # the stream is empty: a wrong last sequence
-    with pytest.raises(nats.js.errors.APIError) as raised:
-        await future
-    assert raised.value.err_code == 10071
+    assert isinstance(outcome, nats.js.errors.APIError)
+    assert outcome.err_code == 10071
+
+
+async def test_an_answer_that_does_not_come_in_time_is_a_timeout_and_is_forgotten(
+    connection: Client, publisher: Publisher, stream: str
+) -> None:
+    subject = f"silent.{secrets.token_hex(4)}"
+    listener = await connection.subscribe(subject)  # takes the message, never answers it
+    try:
+        outcomes = await publisher.publish_all(
+            [(subject, b"x", None), (f"{stream}.in", b"y", None)],
+            refused={},
+            answer_seconds=0.2,
+        )
+    finally:
+        await listener.unsubscribe()
+    assert isinstance(outcomes[0], TimeoutError)
+    assert outcomes[1] == PubAck(stream, 1, False)
+    assert publisher.unanswered == 0
 
 
 async def test_stopping_fails_what_is_still_unanswered(
@@ -89,11 +124,16 @@ async def test_stopping_fails_what_is_still_unanswered(
     subject = f"silent.{secrets.token_hex(4)}"
     listener = await connection.subscribe(subject)  # takes the message, never answers it
     try:
-        future = await publisher.publish(subject, b"x", None)
+        publishing = asyncio.create_task(
+            publisher.publish_all(
+                [(subject, b"x", None)], refused={}, answer_seconds=ANSWER_SECONDS
+            )
+        )
         await listener.next_msg(timeout=5)
-        assert not future.done()
+        assert not publishing.done()
         await publisher.stop()
-        with pytest.raises(BackendError, match="closed before the answer"):
-            await future
+        [outcome] = await publishing
+        assert isinstance(outcome, BackendError)
+        assert "closed before the answer" in str(outcome)
     finally:
         await listener.unsubscribe()

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from choreograph.backends.nats.publisher import PubAck, Publisher
+from choreograph.backends.nats.publisher import Outcome, Publisher
 from choreograph.backends.nats.settings import Names, NatsSettings
 from choreograph.backends.nats.wire import reply_consumer
 from choreograph.errors import BackendError
@@ -36,7 +36,6 @@ REPLY_SECONDS: Final = 10.0
 _HEADER_ALLOWANCE: Final = 1024
 STREAM_CREATE_ATTEMPTS: Final = 4
 
-Outcome = PubAck | BaseException
 """What one pipelined publish came to: its acknowledgement or why it failed."""
 T = TypeVar("T")
 
@@ -138,27 +137,17 @@ class Engine:
         publisher = self._publisher
         if publisher is None:
             raise BackendError("the NATS backend is not open")
-        limit = self.nc.max_payload - _HEADER_ALLOWANCE
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[PubAck]] = []
-        for subject, payload, headers in messages:
-            if len(payload) > limit:
-                failed: asyncio.Future[PubAck] = loop.create_future()
-                failed.set_exception(
-                    BackendError(
-                        f"a message of {len(payload)} bytes exceeds the NATS server's max_payload "
-                        f"({self.nc.max_payload} bytes); raise max_payload in the server configuration"
-                    )
-                )
-                futures.append(failed)
-                continue
-            try:
-                futures.append(await publisher.publish(subject, payload, headers))
-            except nats.errors.Error as exc:
-                failed = loop.create_future()
-                failed.set_exception(exc)
-                futures.append(failed)
-        return await _settled(futures)
+        max_payload = self.nc.max_payload
+        limit = max_payload - _HEADER_ALLOWANCE
+        refused: dict[int, BaseException] = {
+            index: BackendError(
+                f"a message of {len(payload)} bytes exceeds the NATS server's max_payload "
+                f"({max_payload} bytes); raise max_payload in the server configuration"
+            )
+            for index, (_, payload, _) in enumerate(messages)
+            if len(payload) > limit
+        }
+        return await publisher.publish_all(messages, refused=refused, answer_seconds=REPLY_SECONDS)
 
     async def ack_all(self, messages: Sequence[Msg]) -> list[BaseException | None]:
         """Acknowledge ``messages`` and wait until the server applied them; one error (or None)
