@@ -10,7 +10,10 @@ from choreograph.bus import Bus, RetryPolicy
 from choreograph.events import CloudEvent
 from choreograph.sdk import Context, MemoryServiceStore, Service, emitted_id
 from choreograph.sdk.endpoint import event_key
+from choreograph.sdk.retention import INBOX_PRUNE_SECONDS
+from choreograph.sdk.store import INBOX_RETENTION_SECONDS, SqliteServiceStore
 from choreograph.testing.clock import FakeClock
+from polling import until
 
 from .support import (
     FAST_RETRIES,
@@ -179,6 +182,34 @@ async def test_the_inbox_survives_closing_and_reopening_a_sqlite_store(
     assert shipped.types == ["Shipment.Created", "Shipment.Created", "Stats.Told"]
     assert shipped.ids[0] == shipped.ids[1]
     assert shipped.events[2].data == 1
+
+
+async def test_a_running_service_forgets_inbox_entries_past_their_retention(
+    bus: Bus, clock: FakeClock, tmp_path: Path
+) -> None:
+    orders, shipments = unique("orders"), unique("shipments")
+    await bus.put_topic(orders, NO_DEDUPLICATION)
+    store = SqliteServiceStore(tmp_path / "shipping.db")
+    calls: list[str] = []
+    service = counting_service(orders, shipments, calls)
+    order = make_event("Order.Placed", data=1)
+
+    async with service.run(bus, store=store):
+        await bus.publish(orders, order)
+        await drain(bus)
+        assert await store.handled("ship", event_key(order)) is not None
+        await run_for(bus, clock, INBOX_RETENTION_SECONDS - INBOX_PRUNE_SECONDS)
+        assert await store.handled("ship", event_key(order)) is not None  # within its retention
+        await run_for(bus, clock, 2 * INBOX_PRUNE_SECONDS)
+
+        async def forgotten() -> bool:
+            return await store.handled("ship", event_key(order)) is None
+
+        await until(forgotten, "the inbox entry to be forgotten", 10.0)
+        await bus.publish(orders, order)  # the same event, a week later: handled again
+        await drain(bus)
+
+    assert calls == [order.id, order.id]
 
 
 async def test_a_memory_store_object_keeps_its_inbox_across_runs(bus: Bus) -> None:

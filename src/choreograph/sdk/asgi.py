@@ -66,6 +66,7 @@ from choreograph.gateway.validation import VALIDATION_EVENT_TYPE
 from choreograph.gateway.webhook import REQUEST_ORIGIN
 from choreograph.sdk.endpoint import ServiceEndpoint
 from choreograph.sdk.remote import GatewayClient, GatewayError, Publisher
+from choreograph.sdk.retention import forgetting_old_entries
 from choreograph.sdk.runner import subscription_spec
 from choreograph.sdk.service import HandlerSpec, Service
 from choreograph.sdk.serving import serve
@@ -301,6 +302,9 @@ class ServiceWebhook(WebhookHost):
         for startup in service.startup:
             async with store.transaction() as state:
                 await startup(state)
+        await self._stack.enter_async_context(
+            forgetting_old_entries(store, self.clock, service.name)
+        )
         consumed = {topic for spec in service.handlers for topic in spec.topics.values()}
         emitted = {topic for spec in service.handlers for topic in spec.emits.values()}
         emitted |= set(service.publishes.values())

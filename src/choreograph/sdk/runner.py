@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import TracebackType
 from typing import Final, Self
 
@@ -12,6 +13,7 @@ from choreograph.bus.filters import EventFilter
 from choreograph.bus.subscription import InProcessDestination, SubscriptionSpec
 from choreograph.clock import Clock
 from choreograph.sdk.endpoint import ServiceEndpoint
+from choreograph.sdk.retention import forgetting_old_entries
 from choreograph.sdk.service import HandlerSpec, Service
 from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore, open_service_store
 
@@ -64,6 +66,7 @@ class RunningService:
         self.create_topics = create_topics
         self.endpoints: dict[str, ServiceEndpoint] = {}
         self._attached: list[tuple[str, str]] = []
+        self._running = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         await self.store.open()
@@ -79,6 +82,9 @@ class RunningService:
             await self._detach()
             await self.store.close()
             raise
+        await self._running.enter_async_context(
+            forgetting_old_entries(self.store, self.clock, self.service.name)
+        )
         return self
 
     async def __aexit__(
@@ -87,6 +93,7 @@ class RunningService:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._running.aclose()
         await self._detach()
         await self.store.close()
 

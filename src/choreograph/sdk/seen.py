@@ -3,14 +3,20 @@
 Nearly every delivery a service gets is new, and proving that with a query cost a fifth of a
 handler run's overhead. :class:`SeenKeys` is a scalable Bloom filter of the inbox keys a store
 holds: "not seen" is certain (no query), "maybe seen" is checked in the store (about 1 % of new
-keys, and every redelivery). It is loaded when the store opens and told each key it commits; a
-filter that fills up gets a larger one beside it. Memory is about 1.3 bytes per key; past
-:data:`MAX_KEYS` the filter gives up and every lookup queries the store.
+keys, and every redelivery). It is loaded when the store opens and told each key it commits, with
+the time the key was processed.
+
+Keys go into generations: a generation that fills up gets a larger one after it, and each time
+the inbox forgets the entries processed before some time, a new generation begins and every
+generation whose newest key is older than that time is dropped (all of its keys were forgotten).
+Memory is about 1.3 bytes per key the inbox holds; past :data:`MAX_KEYS` of them the filter gives
+up and every lookup queries the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Final
 
 __all__ = ["MAX_KEYS", "SeenKeys"]
@@ -20,17 +26,19 @@ HASHES: Final = 7
 """With 10 bits per key, 7 hashes give about 1 % false positives."""
 MIN_CAPACITY: Final = 1 << 16
 MAX_KEYS: Final = 50_000_000
-"""Beyond this many keys (about 65 MB of filters) the filter stops answering."""
+"""Beyond this many keys held at once (about 65 MB of filters) the filter stops answering."""
 
 
 class _Filter:
-    __slots__ = ("bits", "capacity", "count", "size")
+    __slots__ = ("bits", "capacity", "count", "newest", "size")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.size = capacity * BITS_PER_KEY
         self.bits = bytearray((self.size + 7) // 8)
         self.count = 0
+        self.newest = -math.inf
+        """The latest processing time of a key in this generation."""
 
 
 def _hashes(key: str) -> tuple[int, int]:
@@ -41,34 +49,59 @@ def _hashes(key: str) -> tuple[int, int]:
 class SeenKeys:
     """A set of keys that answers ``key in seen`` with no false negatives."""
 
-    __slots__ = ("_filters", "_total")
+    __slots__ = ("_filters", "_held", "_sealed")
 
     def __init__(self, expected: int = 0) -> None:
         self._filters = [_Filter(max(MIN_CAPACITY, 2 * expected))]
-        self._total = 0
+        self._held = 0
+        """Keys in the generations kept (some may have been forgotten by the inbox already)."""
+        self._sealed = False
+        """The last generation takes no more keys (the inbox forgot entries since it began)."""
 
     @property
     def enabled(self) -> bool:
-        """False once more than :data:`MAX_KEYS` were added: then every key may be seen."""
+        """False once more than :data:`MAX_KEYS` were held at once: then every key may be seen."""
         return bool(self._filters)
 
-    def add(self, key: str) -> None:
-        if not self._filters:
+    def __len__(self) -> int:
+        """Keys in the generations kept."""
+        return self._held
+
+    def add(self, key: str, processed_at: float) -> None:
+        filters = self._filters
+        if not filters:
             return
-        self._total += 1
-        if self._total > MAX_KEYS:
+        if self._held >= MAX_KEYS:
             self._filters = []
             return
-        last = self._filters[-1]
-        if last.count >= last.capacity:
-            last = _Filter(2 * last.capacity)
-            self._filters.append(last)
+        last = filters[-1]
+        if self._sealed or last.count >= last.capacity:
+            grown = 2 * last.capacity if last.count >= last.capacity else last.capacity
+            last = _Filter(grown)
+            filters.append(last)
+            self._sealed = False
         last.count += 1
+        self._held += 1
+        if processed_at > last.newest:
+            last.newest = processed_at
         first, step = _hashes(key)
         bits, size = last.bits, last.size
         for index in range(HASHES):
             position = (first + index * step) % size
             bits[position >> 3] |= 1 << (position & 7)
+
+    def forget_before(self, processed_before: float) -> None:
+        """The inbox forgot the keys processed before ``processed_before``: drop the generations
+        holding only such keys, and begin a new one."""
+        if not self._filters:
+            return
+        kept = [kept for kept in self._filters if kept.newest >= processed_before]
+        if not kept:
+            kept = [_Filter(max(MIN_CAPACITY, self._filters[-1].capacity))]
+        elif kept[-1].count:
+            self._sealed = True
+        self._filters = kept
+        self._held = sum(generation.count for generation in kept)
 
     def __contains__(self, key: object) -> bool:
         if not self._filters or not isinstance(key, str):

@@ -329,8 +329,10 @@ class SqliteServiceStore(ServiceStore):
             self._reader = connect(self.path, synchronous=self.synchronous)
             (count,) = connection.execute("SELECT count(*) FROM inbox").fetchone()
             self._seen = SeenKeys(count)
-            for handler, event_id in connection.execute("SELECT handler, event_id FROM inbox"):
-                self._seen.add(_inbox_key(handler, event_id))
+            for handler, event_id, processed_at in connection.execute(
+                "SELECT handler, event_id, processed_at FROM inbox"
+            ):
+                self._seen.add(_inbox_key(handler, event_id), processed_at)
         except BaseException:
             self._lock_file.close()
             raise
@@ -372,7 +374,8 @@ class SqliteServiceStore(ServiceStore):
             batch = self._batch = _CommitBatch(self._open_writer().submit(self._write_batch))
         batch.add(self.state.current(unit), unit.inbox)
         if unit.inbox is not None:
-            self._seen.add(_inbox_key(unit.inbox[0], unit.inbox[1]))
+            handler, event_id, processed_at, _ = unit.inbox
+            self._seen.add(_inbox_key(handler, event_id), processed_at)
         await asyncio.shield(batch.written)
 
     def _write_batch(self, c: sqlite3.Connection) -> None:
@@ -387,6 +390,7 @@ class SqliteServiceStore(ServiceStore):
                 c.execute("DELETE FROM inbox WHERE processed_at < ?", (processed_before,)).rowcount
             )
         )
+        self._seen.forget_before(processed_before)
         return count
 
 
