@@ -89,10 +89,12 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             or not self.type
         ):
             self._refuse_required()
-        if self.subject is not None:
-            _require_string("subject", self.subject)
-        if self.datacontenttype is not None:
-            _require_string("datacontenttype", self.datacontenttype)
+        subject = self.subject
+        if subject is not None and (type(subject) is not str or not subject):
+            _require_string("subject", subject)
+        content_type = self.datacontenttype
+        if content_type is not None and (type(content_type) is not str or not content_type):
+            _require_string("datacontenttype", content_type)
         if self.dataschema is not None:
             _require_string("dataschema", self.dataschema)
         if self.time is not None:
@@ -110,8 +112,11 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
                 attribute="extensions",
             )
         for name, value in extensions.items():
-            if name not in _KNOWN_EXTENSIONS or type(value) is not str or not value:
-                _check_extension(name, value)
+            if name in _KNOWN_EXTENSIONS:
+                kind = type(value)
+                if (kind is str and value) or (kind is int and value in _INT32) or kind is bool:
+                    continue
+            _check_extension(name, value)
 
     def _refuse_required(self) -> None:
         if self.specversion != "1.0":
