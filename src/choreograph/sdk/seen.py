@@ -6,9 +6,10 @@ holds: "not seen" is certain (no query), "maybe seen" is checked in the store (a
 keys, and every redelivery). It is loaded when the store opens and told each key it commits, with
 the time the key was processed.
 
-Keys go into generations: a generation that fills up gets a larger one after it, and each time
-the inbox forgets the entries processed before some time, a new generation begins and every
-generation whose newest key is older than that time is dropped (all of its keys were forgotten).
+Keys go into generations, each holding the keys processed within :data:`GENERATION_SECONDS` (a
+generation that fills up gets a larger one after it). When the inbox forgets the entries
+processed before some time, every generation whose newest key is older than that is dropped: all
+of its keys were forgotten. With the inbox's 7-day retention, about eight generations are held.
 Memory is about 1.3 bytes per key the inbox holds; past :data:`MAX_KEYS` of them the filter gives
 up and every lookup queries the store.
 """
@@ -27,18 +28,21 @@ HASHES: Final = 7
 MIN_CAPACITY: Final = 1 << 16
 MAX_KEYS: Final = 50_000_000
 """Beyond this many keys held at once (about 65 MB of filters) the filter stops answering."""
+GENERATION_SECONDS: Final = 86_400.0
+"""The processing times one generation spans."""
 
 
 class _Filter:
-    __slots__ = ("bits", "capacity", "count", "newest", "size")
+    __slots__ = ("bits", "capacity", "count", "newest", "oldest", "size")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.size = capacity * BITS_PER_KEY
         self.bits = bytearray((self.size + 7) // 8)
         self.count = 0
+        self.oldest = math.inf
         self.newest = -math.inf
-        """The latest processing time of a key in this generation."""
+        """The processing times of the keys in this generation span ``oldest`` to ``newest``."""
 
 
 def _hashes(key: str) -> tuple[int, int]:
@@ -49,14 +53,12 @@ def _hashes(key: str) -> tuple[int, int]:
 class SeenKeys:
     """A set of keys that answers ``key in seen`` with no false negatives."""
 
-    __slots__ = ("_filters", "_held", "_sealed")
+    __slots__ = ("_filters", "_held")
 
     def __init__(self, expected: int = 0) -> None:
         self._filters = [_Filter(max(MIN_CAPACITY, 2 * expected))]
         self._held = 0
         """Keys in the generations kept (some may have been forgotten by the inbox already)."""
-        self._sealed = False
-        """The last generation takes no more keys (the inbox forgot entries since it began)."""
 
     @property
     def enabled(self) -> bool:
@@ -75,15 +77,16 @@ class SeenKeys:
             self._filters = []
             return
         last = filters[-1]
-        if self._sealed or last.count >= last.capacity:
-            grown = 2 * last.capacity if last.count >= last.capacity else last.capacity
-            last = _Filter(grown)
+        full = last.count >= last.capacity
+        if full or processed_at - last.oldest >= GENERATION_SECONDS:
+            last = _Filter(2 * last.capacity if full else last.capacity)
             filters.append(last)
-            self._sealed = False
         last.count += 1
         self._held += 1
         if processed_at > last.newest:
             last.newest = processed_at
+        if processed_at < last.oldest:
+            last.oldest = processed_at
         first, step = _hashes(key)
         bits, size = last.bits, last.size
         for index in range(HASHES):
@@ -92,14 +95,12 @@ class SeenKeys:
 
     def forget_before(self, processed_before: float) -> None:
         """The inbox forgot the keys processed before ``processed_before``: drop the generations
-        holding only such keys, and begin a new one."""
+        holding only such keys."""
         if not self._filters:
             return
         kept = [kept for kept in self._filters if kept.newest >= processed_before]
         if not kept:
             kept = [_Filter(max(MIN_CAPACITY, self._filters[-1].capacity))]
-        elif kept[-1].count:
-            self._sealed = True
         self._filters = kept
         self._held = sum(generation.count for generation in kept)
 

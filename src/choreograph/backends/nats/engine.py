@@ -35,8 +35,6 @@ REPLY_SECONDS: Final = 10.0
 """How long a publish or an acknowledgement may wait for the server's answer."""
 _HEADER_ALLOWANCE: Final = 1024
 STREAM_CREATE_ATTEMPTS: Final = 4
-
-"""What one pipelined publish came to: its acknowledgement or why it failed."""
 T = TypeVar("T")
 
 
