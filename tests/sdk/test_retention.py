@@ -1,5 +1,6 @@
-"""Forgetting old inbox entries while a service runs: a round every interval on the service's
-clock, a failed round logged and the next one run, the task gone when the block ends."""
+"""Forgetting old inbox entries while a service runs: a round when it starts (a failure stops the
+start), then one every interval on the service's clock, a failed one logged and the next one
+run, the task gone when the block ends."""
 
 from __future__ import annotations
 
@@ -17,31 +18,41 @@ from polling import until
 
 
 class FlakyStore(MemoryServiceStore):
-    """Records each ``forget_before``; the first one fails."""
+    """Records each ``forget_before``; the ``failing``-th one fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, failing: int) -> None:
         super().__init__()
+        self.failing = failing
         self.cutoffs: list[float] = []
 
     async def forget_before(self, processed_before: float) -> int:
         self.cutoffs.append(processed_before)
-        if len(self.cutoffs) == 1:
+        if len(self.cutoffs) == self.failing:
             raise BackendError("disk full")
         return await super().forget_before(processed_before)
+
+
+async def test_a_start_whose_first_round_fails_fails(clock: FakeClock) -> None:
+    store = FlakyStore(failing=1)
+    with pytest.raises(BackendError, match="disk full"):
+        async with forgetting_old_entries(store, clock, "shipping", every=60.0):
+            pytest.fail("the block ran although the first round failed")
+    assert store.cutoffs == [clock.now() - INBOX_RETENTION_SECONDS]
 
 
 async def test_each_round_forgets_past_the_retention_and_a_failed_one_does_not_stop_them(
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = FlakyStore()
+    store = FlakyStore(failing=2)  # the first periodic round
     start = clock.now()
     with caplog.at_level(logging.ERROR, logger="choreograph.sdk.retention"):
         async with forgetting_old_entries(store, clock, "shipping", every=60.0):
-            for rounds in (1, 2):
+            assert store.cutoffs == [start - INBOX_RETENTION_SECONDS]  # the round at the start
+            for rounds in (2, 3):
                 await asyncio.sleep(0)  # the task reaches its wait
                 clock.advance(60.0)
                 await until(lambda rounds=rounds: len(store.cutoffs) == rounds, "a round", 10.0)
-    assert store.cutoffs == [
+    assert store.cutoffs[1:] == [
         start + 60.0 - INBOX_RETENTION_SECONDS,
         start + 120.0 - INBOX_RETENTION_SECONDS,
     ]
@@ -49,4 +60,4 @@ async def test_each_round_forgets_past_the_retention_and_a_failed_one_does_not_s
     assert "disk full" in caplog.text
     clock.advance(600.0)
     await asyncio.sleep(0)
-    assert len(store.cutoffs) == 2  # stopped with the block
+    assert len(store.cutoffs) == 3  # stopped with the block

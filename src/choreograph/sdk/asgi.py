@@ -70,7 +70,7 @@ from choreograph.sdk.retention import forgetting_old_entries
 from choreograph.sdk.runner import subscription_spec
 from choreograph.sdk.service import HandlerSpec, Service
 from choreograph.sdk.serving import serve
-from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore, open_service_store
+from choreograph.sdk.store import ServiceStore, open_service_store
 
 __all__ = [
     "MAX_DELIVERY_BYTES",
@@ -298,13 +298,12 @@ class ServiceWebhook(WebhookHost):
         service, store = self.service, self.store
         await store.open()
         self._stack.push_async_callback(store.close)
-        await store.forget_before(self.clock.now() - INBOX_RETENTION_SECONDS)
-        for startup in service.startup:
-            async with store.transaction() as state:
-                await startup(state)
         await self._stack.enter_async_context(
             forgetting_old_entries(store, self.clock, service.name)
         )
+        for startup in service.startup:
+            async with store.transaction() as state:
+                await startup(state)
         consumed = {topic for spec in service.handlers for topic in spec.topics.values()}
         emitted = {topic for spec in service.handlers for topic in spec.emits.values()}
         emitted |= set(service.publishes.values())

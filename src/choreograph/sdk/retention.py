@@ -17,7 +17,7 @@ from typing import Final
 from choreograph.clock import Clock, sleep_until
 from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore
 
-__all__ = ["INBOX_PRUNE_SECONDS", "forget_old_entries", "forgetting_old_entries"]
+__all__ = ["INBOX_PRUNE_SECONDS", "forgetting_old_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +25,20 @@ INBOX_PRUNE_SECONDS: Final = 3600.0
 """How often a running service forgets the inbox entries past their retention."""
 
 
-async def forget_old_entries(
-    store: ServiceStore, clock: Clock, service: str, *, every: float = INBOX_PRUNE_SECONDS
+async def _forget_old_entries(store: ServiceStore, clock: Clock) -> int:
+    """Forget the inbox entries processed more than the retention ago; return how many."""
+    return await store.forget_before(clock.now() - INBOX_RETENTION_SECONDS)
+
+
+async def _forget_periodically(
+    store: ServiceStore, clock: Clock, service: str, every: float
 ) -> None:
-    """Every ``every`` seconds on ``clock``, until cancelled, forget the inbox entries processed
-    more than the retention ago. A failure is logged; the next round tries again."""
+    """Every ``every`` seconds on ``clock``, until cancelled, :func:`_forget_old_entries`. A
+    failure is logged; the next round tries again."""
     while True:
         await sleep_until(clock, clock.now() + every)
         try:
-            forgotten = await store.forget_before(clock.now() - INBOX_RETENTION_SECONDS)
+            forgotten = await _forget_old_entries(store, clock)
         except Exception:
             logger.exception(
                 "forgetting old inbox entries of %s failed; trying again in %.0f s", service, every
@@ -46,9 +51,11 @@ async def forget_old_entries(
 async def forgetting_old_entries(
     store: ServiceStore, clock: Clock, service: str, *, every: float = INBOX_PRUNE_SECONDS
 ) -> AsyncIterator[None]:
-    """Run :func:`forget_old_entries` in a task for the duration of the block."""
+    """Forget the old entries now (a failure raises: the service does not start), then every
+    ``every`` seconds in a task for the duration of the block."""
+    await _forget_old_entries(store, clock)
     task = asyncio.create_task(
-        forget_old_entries(store, clock, service, every=every),
+        _forget_periodically(store, clock, service, every),
         name=f"forget old inbox entries of {service}",
     )
     try:

@@ -15,7 +15,7 @@ from choreograph.clock import Clock
 from choreograph.sdk.endpoint import ServiceEndpoint
 from choreograph.sdk.retention import forgetting_old_entries
 from choreograph.sdk.service import HandlerSpec, Service
-from choreograph.sdk.store import INBOX_RETENTION_SECONDS, ServiceStore, open_service_store
+from choreograph.sdk.store import ServiceStore, open_service_store
 
 __all__ = ["STARTUP_LOCK", "RunningService", "subscription_spec"]
 
@@ -71,7 +71,9 @@ class RunningService:
     async def __aenter__(self) -> Self:
         await self.store.open()
         try:
-            await self.store.forget_before(self.clock.now() - INBOX_RETENTION_SECONDS)
+            await self._running.enter_async_context(
+                forgetting_old_entries(self.store, self.clock, self.service.name)
+            )
             for startup in self.service.startup:
                 # Processes of one service sharing a store start one at a time: each seeds
                 # on what the one before committed.
@@ -79,12 +81,10 @@ class RunningService:
                     await startup(state)
             await self._attach()
         except BaseException:
+            await self._running.aclose()
             await self._detach()
             await self.store.close()
             raise
-        await self._running.enter_async_context(
-            forgetting_old_entries(self.store, self.clock, self.service.name)
-        )
         return self
 
     async def __aexit__(
