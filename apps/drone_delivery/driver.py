@@ -14,10 +14,10 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -26,6 +26,19 @@ from drone_delivery.events import DRONE_DELIVERY_TIMED_OUT, SETTLED_STATUSES
 __all__ = ["DriveReport", "HttpStatus", "StatusSource", "delivery_request", "drive", "percentile"]
 
 _SIZES = (("small", 1.0, 4.5), ("medium", 4.5, 9.5), ("large", 9.5, 24.0))
+T = TypeVar("T")
+
+
+async def _each(items: Sequence[T], concurrency: int, work: Callable[[T], Awaitable[None]]) -> None:
+    """``work(item)`` for every item, ``concurrency`` at a time, by that many tasks taking the
+    next item until none is left: not one task per item (a run of 100,000 would hold 100,000)."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
 
 
 def delivery_request(delivery_id: str, rng: random.Random) -> dict[str, Any]:
@@ -60,15 +73,13 @@ class HttpStatus:
 
     async def records(self, delivery_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
-        pending = iter(delivery_ids)
 
-        async def read() -> None:
-            for delivery_id in pending:
-                response = await self.client.get(f"/deliveries/{delivery_id}")
-                if response.status_code == 200:
-                    found[delivery_id] = response.json()
+        async def read(delivery_id: str) -> None:
+            response = await self.client.get(f"/deliveries/{delivery_id}")
+            if response.status_code == 200:
+                found[delivery_id] = response.json()
 
-        await asyncio.gather(*(read() for _ in range(min(self.concurrency, len(delivery_ids)))))
+        await _each(delivery_ids, self.concurrency, read)
         return found
 
 
@@ -161,22 +172,18 @@ async def drive(
     report = DriveReport(requested=deliveries)
     accepted: list[str] = []
     started = time.monotonic()
-    numbers = iter(range(deliveries))
 
-    async def post() -> None:
-        # ``concurrency`` of these take the next number until none is left: as many tasks as
-        # requests in flight, not one per delivery (a run of 100,000 would hold 100,000).
-        for number in numbers:
-            body = delivery_request(f"demo-{run}-{number:06d}", rng)
-            response = await client.post("/deliveries", json=body)
-            if response.status_code == 202:
-                accepted.append(body["deliveryId"])
-            else:
-                report.refused[str(response.status_code)] += 1
-            if progress is not None:
-                progress("requested", len(accepted) + sum(report.refused.values()), deliveries)
+    async def post(number: int) -> None:
+        body = delivery_request(f"demo-{run}-{number:06d}", rng)
+        response = await client.post("/deliveries", json=body)
+        if response.status_code == 202:
+            accepted.append(body["deliveryId"])
+        else:
+            report.refused[str(response.status_code)] += 1
+        if progress is not None:
+            progress("requested", len(accepted) + sum(report.refused.values()), deliveries)
 
-    await asyncio.gather(*(post() for _ in range(max(1, min(concurrency, deliveries)))))
+    await _each(range(deliveries), concurrency, post)
     pending = set(accepted)
     deadline = time.monotonic() + settle_seconds
     while pending:
