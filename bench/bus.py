@@ -743,7 +743,7 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """The Python and the machine a benchmark ran on (shared by the benchmarks that load this
+    """The Python and the machine a benchmark ran on (shared by the benchmarks that import this
     file)."""
     return {
         "python": platform.python_version(),

@@ -30,13 +30,13 @@ the monitor and the bus); HTTP serving is a separate cost (``--http`` measures i
     that settled the delivery (``DeliveryScheduled``, stamped by the Delivery service's handler),
     on the server clock. ``client_visible_*`` adds what a client would see: from just before the
     request is sent until Ingestion's record shows the delivery settled (polled every 5 ms).
-The process runs with the garbage collector tuned as ``choreograph`` commands run it
-(:func:`choreograph.tuning.tune_garbage_collector`; ``machine.gc_threshold`` in the output).
-
 ``raw``
     The same machine's limits, from ``bench/bus.py`` in this process: bare ``sqlite3``
     append-and-acknowledge (``raw_sqlite``), three ``asyncio.Queue`` hops (``raw_queue``) and the
     bus's own 3-hop chain peak on SQLite (``bus_sqlite_chain_peak``).
+
+The process runs with the garbage collector tuned as ``choreograph`` commands run it
+(:func:`choreograph.tuning.tune_garbage_collector`; ``machine.gc_threshold`` in the output).
 """
 
 from __future__ import annotations
