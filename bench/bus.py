@@ -36,8 +36,10 @@ Top-level keys: ``sqlite_chains_per_s`` / ``memory_chains_per_s`` (chain peaks),
 latency), ``raw_sqlite_chains_per_s``, ``raw_queue_chains_per_s``, the ratios
 ``sqlite_vs_raw_sqlite`` and ``memory_vs_raw_queue``, ``targets`` and ``meets_targets``.
 Every measurement runs on a fresh bus (a fresh SQLite file), warms up first, and is preceded by
-``gc.collect()``; the garbage collector stays enabled, tuned as ``choreograph`` commands tune it
-(:func:`choreograph.tuning.tune_garbage_collector`, ``machine.gc_threshold`` in the output).
+``gc.collect()``; the garbage collector stays enabled. The process is tuned as ``choreograph``
+commands tune theirs (:func:`choreograph.tuning.tune_process`: the collector's youngest threshold
+and the GIL switch interval, ``machine.gc_threshold`` and ``machine.switch_interval_s`` in the
+output).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from typing import Any
 import msgspec
 
 from choreograph import Bus, CloudEvent, __version__
-from choreograph.tuning import tune_garbage_collector
+from choreograph.tuning import tune_process
 
 TARGETS = {"sqlite_vs_raw_sqlite": 0.25, "memory_vs_raw_queue": 0.10, "sqlite_p99_ms": 25.0}
 SOURCE = "/bench"
@@ -751,6 +753,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "gc_threshold": gc.get_threshold(),
+        "switch_interval_s": sys.getswitchinterval(),
     }
 
 
@@ -799,7 +802,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     params, directory = parse_args(argv)
-    tune_garbage_collector()  # as every ``choreograph`` command does
+    tune_process()  # as every ``choreograph`` command does
     with tempfile.TemporaryDirectory(prefix="choreograph-bench-", dir=directory) as tmp:
         report = asyncio.run(run_all(params, Path(tmp)))
     json.dump(finite(report), sys.stdout, indent=2, allow_nan=False)

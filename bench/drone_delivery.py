@@ -35,8 +35,9 @@ the monitor and the bus); HTTP serving is a separate cost (``--http`` measures i
     append-and-acknowledge (``raw_sqlite``), three ``asyncio.Queue`` hops (``raw_queue``) and the
     bus's own 3-hop chain peak on SQLite (``bus_sqlite_chain_peak``).
 
-The process runs with the garbage collector tuned as ``choreograph`` commands run it
-(:func:`choreograph.tuning.tune_garbage_collector`; ``machine.gc_threshold`` in the output).
+The process is tuned as ``choreograph`` commands tune theirs
+(:func:`choreograph.tuning.tune_process`; ``machine.gc_threshold`` and ``machine.switch_interval_s``
+in the output).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ import msgspec
 import bus as bus_bench
 from choreograph import Bus, __version__
 from choreograph.sdk import ServiceStore
-from choreograph.tuning import tune_garbage_collector
+from choreograph.tuning import tune_process
 from drone_delivery.driver import DriveReport, drive
 from drone_delivery.events import SETTLED_STATUSES, parse_timestamp
 from drone_delivery.ingestion import DELIVERIES
@@ -734,7 +735,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     params, directory = parse_args(argv)
-    tune_garbage_collector()  # as every ``choreograph`` command does
+    tune_process()  # as every ``choreograph`` command does
     with tempfile.TemporaryDirectory(prefix="drone-bench-", dir=directory) as tmp:
         for name in ("raw", "asgi", "http"):
             (Path(tmp) / name).mkdir()

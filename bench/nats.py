@@ -70,7 +70,7 @@ from choreograph import Bus, CloudEvent, __version__
 from choreograph.backends.nats import delete_namespace, server_unreachable
 from choreograph.bus.endpoint import Emit
 from choreograph.sdk import Context, Service
-from choreograph.tuning import tune_garbage_collector
+from choreograph.tuning import tune_process
 
 log = bus_bench.log
 BenchError = bus_bench.BenchError
@@ -705,7 +705,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
 
 def main(argv: list[str] | None = None) -> int:
     params = parse_args(argv)
-    tune_garbage_collector()  # as every ``choreograph`` command does (the same for every system)
+    tune_process()  # as every ``choreograph`` command does (the same for every system)
     try:
         report, ok = asyncio.run(run_all(params))
     except KeyboardInterrupt:

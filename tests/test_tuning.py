@@ -9,7 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from choreograph.tuning import YOUNG_GENERATION_THRESHOLD, tune_garbage_collector
+from choreograph.tuning import (
+    SWITCH_INTERVAL_SECONDS,
+    YOUNG_GENERATION_THRESHOLD,
+    tune_garbage_collector,
+    tune_process,
+    tune_thread_switching,
+)
 
 
 @pytest.fixture
@@ -17,6 +23,13 @@ def restored_thresholds() -> Iterator[tuple[int, int, int]]:
     before = gc.get_threshold()
     yield before
     gc.set_threshold(*before)
+
+
+@pytest.fixture
+def restored_switch_interval() -> Iterator[float]:
+    before = sys.getswitchinterval()
+    yield before
+    sys.setswitchinterval(before)
 
 
 def test_the_young_generation_is_collected_less_often_and_the_others_keep_their_ratios(
@@ -30,6 +43,23 @@ def test_the_young_generation_is_collected_less_often_and_the_others_keep_their_
     assert gc.isenabled()
 
 
+def test_a_waiting_thread_gets_the_gil_after_the_tuned_interval(
+    restored_switch_interval: float,
+) -> None:
+    tune_thread_switching()
+
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
+
+
+def test_tuning_the_process_applies_every_tuning(
+    restored_thresholds: tuple[int, int, int], restored_switch_interval: float
+) -> None:
+    tune_process()
+
+    assert gc.get_threshold()[0] == YOUNG_GENERATION_THRESHOLD
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
+
+
 def test_the_command_line_tunes_its_process() -> None:
     # The CLI's entry point, as the ``choreograph`` script runs it, in a process of its own.
     script = (
@@ -40,9 +70,11 @@ def test_the_command_line_tunes_its_process() -> None:
         "    cli.main()\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(gc.get_threshold()[0], file=sys.stderr)\n"
+        "print(gc.get_threshold()[0], sys.getswitchinterval(), file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stderr.strip().splitlines()[-1] == str(YOUNG_GENERATION_THRESHOLD)
+    threshold, interval = done.stderr.strip().splitlines()[-1].split()
+    assert int(threshold) == YOUNG_GENERATION_THRESHOLD
+    assert float(interval) == pytest.approx(SWITCH_INTERVAL_SECONDS)

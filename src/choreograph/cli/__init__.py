@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from choreograph.tuning import tune_garbage_collector
+from choreograph.tuning import tune_process
 
 __all__ = ["app", "main"]
 
@@ -40,6 +40,6 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    tune_garbage_collector()
+    tune_process()
     _register_commands()
     app()
