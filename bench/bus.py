@@ -18,8 +18,9 @@ runs). Progress goes to stderr; stdout gets one JSON object. The figures:
     minus the start time carried in ``data``). ``peak``: ``--chains`` chains injected in batches
     with at most ``--max-outstanding`` unfinished, chains/s = N / elapsed. ``steady``: chains
     injected on an absolute ``loop.time()`` schedule at ``--load`` x peak for ``--steady-seconds``
-    (after a warm-up at the same rate), latency percentiles of the chains injected in that window
-    (with the garbage collector's pauses in that window, from ``gc.callbacks``).
+    (after a warm-up at the same rate; an open loop: a tick does not wait for the previous ticks'
+    publishes), latency percentiles of the chains injected in that window (with the garbage
+    collector's pauses in that window, from ``gc.callbacks``).
 ``raw_sqlite``
     A bare ``sqlite3`` loop with the bus's pragmas (WAL, synchronous=FULL) on 3 x ``--chains``
     rows: insert 100 rows in one transaction, then delete them by id in a second one. Rows
@@ -415,10 +416,13 @@ async def _inject_paced(
 ) -> dict[str, float]:
     """Inject chains at ``rate``/s on an absolute schedule: warm-up, then the measured window.
 
-    Chain number i is due at ``start + i / rate``; every ``p.tick_ms`` the injector publishes the
-    chains due by then (so a late tick catches up rather than lowering the rate). Chains due
-    before the window are warm-up even when a late tick injects them inside it. Returns the
-    window's figures.
+    Chain number i is due at ``start + i / rate``; every ``p.tick_ms`` the injector starts a
+    publish of the chains due by then, without waiting for the previous ticks' publishes to
+    return (an open loop, as independent clients would: a tick that waited would hold the next
+    one back by the publish's own latency, and the rate would drop exactly when the system is
+    slow). At most :data:`INJECTIONS_IN_FLIGHT` publishes are under way; past that a tick waits,
+    which shows as injection lag. Chains due before the window are warm-up even when a late tick
+    injects them inside it. Returns the window's figures.
     """
     loop = asyncio.get_running_loop()
     tick = p.tick_ms / 1000
@@ -428,12 +432,14 @@ async def _inject_paced(
     injected = 0
     lags: list[float] = []
     cpu = wall = 0.0
+    publishes = Publishes()
     with contextlib.ExitStack() as window:
         ticks = 0
         while (scheduled := start + (ticks := ticks + 1) * tick) <= end:
             delay = scheduled - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            await publishes.room()
             if not wall and scheduled - start >= p.warmup_seconds:
                 window.enter_context(gc_pauses)
                 cpu, wall = time.process_time(), time.perf_counter()
@@ -441,12 +447,13 @@ async def _inject_paced(
             warmup = max(0, min(due, warmup_chains) - injected)
             measured = due - injected - warmup
             if warmup:
-                await chain.inject(warmup, measured=False)
+                publishes.start(chain.inject(warmup, measured=False))
             if measured:
                 lags.append(loop.time() - scheduled)
-                await chain.inject(measured, measured=True)
+                publishes.start(chain.inject(measured, measured=True))
             injected = due
         injection_seconds = time.perf_counter() - wall
+        await publishes.all_done()
         await chain.done.reach(injected)
     window_chains = injected - warmup_chains
     return {
@@ -458,7 +465,48 @@ async def _inject_paced(
         "tick_ms": p.tick_ms,
         "injection_lag_p50_ms": percentile(sorted(lags), 0.50) * 1000,
         "injection_lag_p99_ms": percentile(sorted(lags), 0.99) * 1000,
+        "injections_in_flight_max": publishes.most,
     }
+
+
+INJECTIONS_IN_FLIGHT = 256
+"""Most injecting publishes of the paced injector under way at once."""
+
+
+class Publishes:
+    """The paced injector's publishes under way; the first failure fails the run."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+        self.most = 0
+
+    def start(self, publish: Awaitable[None]) -> None:
+        self._raise_failure()
+        task = asyncio.ensure_future(publish)
+        self._tasks.add(task)
+        self.most = max(self.most, len(self._tasks))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise BenchError(f"an injecting publish failed: {self._failure!r}") from self._failure
+
+    async def room(self) -> None:
+        """Wait until fewer than :data:`INJECTIONS_IN_FLIGHT` publishes are under way."""
+        while len(self._tasks) >= INJECTIONS_IN_FLIGHT:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failure()
+
+    async def all_done(self) -> None:
+        while self._tasks:
+            await asyncio.wait(self._tasks)
+        self._raise_failure()
 
 
 async def chain_steady(backends: Backends, backend: str, p: Params, rate: float) -> dict[str, Any]:
