@@ -38,7 +38,8 @@ young collection a few milliseconds."""
 SWITCH_INTERVAL_SECONDS: Final = 0.001
 """Longest wait of a thread for the GIL before the running thread is asked to give it up
 (CPython's default: 0.005). Measured in ``bench/bus.py``: 18-24% more SQLite 3-hop chains/s
-than the default, the event loop idle 0.2 s instead of 1.0 s in a 5 s run."""
+than the default, the event loop idle 0.2 s instead of 1.0 s in a 5 s run; in
+``bench/drone_delivery.py`` no change beyond the run-to-run noise."""
 
 
 def tune_garbage_collector() -> None:
