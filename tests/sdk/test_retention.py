@@ -4,7 +4,6 @@ run, the task gone when the block ends."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -49,7 +48,7 @@ async def test_each_round_forgets_past_the_retention_and_a_failed_one_does_not_s
         async with forgetting_old_entries(store, clock, "shipping", every=60.0):
             assert store.cutoffs == [start - INBOX_RETENTION_SECONDS]  # the round at the start
             for rounds in (2, 3):
-                await asyncio.sleep(0)  # the task reaches its wait
+                await until(lambda: clock.next_deadline() is not None, "the next round's timer")
                 clock.advance(60.0)
                 await until(lambda rounds=rounds: len(store.cutoffs) == rounds, "a round", 10.0)
     assert store.cutoffs[1:] == [
@@ -58,6 +57,6 @@ async def test_each_round_forgets_past_the_retention_and_a_failed_one_does_not_s
     ]
     assert "forgetting old inbox entries of shipping failed" in caplog.text
     assert "disk full" in caplog.text
+    assert clock.next_deadline() is None  # no round waits: the task stopped with the block
     clock.advance(600.0)
-    await asyncio.sleep(0)
-    assert len(store.cutoffs) == 3  # stopped with the block
+    assert len(store.cutoffs) == 3

@@ -98,7 +98,7 @@ class SeenKeys:
         holding only such keys."""
         if not self._filters:
             return
-        kept = [kept for kept in self._filters if kept.newest >= processed_before]
+        kept = [generation for generation in self._filters if generation.newest >= processed_before]
         if not kept:
             kept = [_Filter(max(MIN_CAPACITY, self._filters[-1].capacity))]
         self._filters = kept
