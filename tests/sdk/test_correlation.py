@@ -64,6 +64,26 @@ async def test_an_emitted_event_carries_the_transaction_the_cause_and_the_trace(
     assert ctx.correlation_id == "tx-7"
 
 
+async def test_the_span_a_handler_reads_before_emitting_is_the_one_its_events_carry(
+    bus: Bus,
+) -> None:
+    orders, shipments = unique("orders"), unique("shipments")
+    service = Service("shipping")
+    read: list[str] = []
+    shipped = await probe(bus, shipments)
+
+    @service.on("Order.Placed", topic=orders, emits={"Shipment.Created": shipments})
+    async def ship(event: CloudEvent, ctx: Context) -> None:
+        read.append(ctx.trace.traceparent)
+        ctx.emit("Shipment.Created", {"n": 1})
+        ctx.emit("Shipment.Created", {"n": 2})
+
+    async with service.run(bus):
+        await bus.publish(orders, make_event("Order.Placed", traceparent=TRACEPARENT))
+        await drain(bus)
+    assert {event.traceparent for event in shipped.events} == set(read)
+
+
 async def test_an_emitted_event_is_stamped_with_the_clock(bus: Bus, clock: FakeClock) -> None:
     emitted, _ = await emit_once(bus, make_event("Order.Placed"))
     assert emitted.time == "2026-01-01T00:00:00.000000Z"

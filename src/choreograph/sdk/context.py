@@ -16,11 +16,12 @@ from typing import Any, Final
 
 import msgspec
 
+from choreograph.bus.endpoint import Emit
 from choreograph.clock import Clock, format_timestamp
 from choreograph.errors import ChoreographError
 from choreograph.events import CloudEvent, ExtensionValue
 from choreograph.sdk.state import StateView
-from choreograph.sdk.tracing import TraceContext
+from choreograph.sdk.tracing import TraceContext, child_of
 
 __all__ = ["ID_NAMESPACE", "Context", "UndeclaredEventError", "emitted_id"]
 
@@ -56,15 +57,15 @@ class Context:
         "_clock",
         "_counts",
         "_emits",
+        "_events",
+        "_trace",
         "attempt",
         "correlation_id",
         "emitted",
         "event",
-        "events",
         "handler",
         "service",
         "state",
-        "trace",
     )
 
     def __init__(
@@ -75,30 +76,48 @@ class Context:
         event: CloudEvent,
         attempt: int,
         state: StateView,
-        trace: TraceContext,
         emits: Mapping[str, str],
         clock: Clock,
+        trace: TraceContext | None = None,
         cause: str | None = None,
         events: Mapping[str, CloudEvent] | None = None,
     ) -> None:
+        # This runs for every delivery: what a handler may not use (its span, the joined events,
+        # emit counts, after-commit callbacks) is made when first asked for.
         self.service = service
         self.handler = handler
         self.event = event
         """The event being handled (for a join, the one that completed it)."""
-        self.events: Mapping[str, CloudEvent] = events or {event.type: event}
-        """For a join, the joined events by type."""
+        self._events = events
         self.attempt = attempt
         """1 on the first delivery of this event to this handler, +1 per retry."""
         self.state = state
-        self.trace = trace
-        self.correlation_id: str = event.correlationid or event.id
+        self._trace = trace
+        correlation = event.extensions.get("correlationid")
+        self.correlation_id: str = correlation if type(correlation) is str else event.id
         self.emitted: list[tuple[str, CloudEvent]] = []
+        """What the handler emitted: (topic, event) pairs (:class:`~choreograph.bus.Emit`)."""
         self._emits = emits
         self._clock = clock
         self._cause = cause or event.id
         """What emitted ids derive from: the consumed event (source and id), or the join."""
-        self._counts: dict[str, int] = {}
-        self._after_commit: list[Callable[[], object]] = []
+        self._counts: dict[str, int] | None = None
+        self._after_commit: list[Callable[[], object]] | None = None
+
+    @property
+    def events(self) -> Mapping[str, CloudEvent]:
+        """For a join, the joined events by type; otherwise the one event, by its type."""
+        if self._events is None:
+            self._events = {self.event.type: self.event}
+        return self._events
+
+    @property
+    def trace(self) -> TraceContext:
+        """This handler's span: a child of the consumed event's ``traceparent``, or the root
+        of a new trace when it has none."""
+        if self._trace is None:
+            self._trace = child_of(self.event.extensions.get("traceparent"))
+        return self._trace
 
     def now(self) -> float:
         """The service's clock (seconds since the epoch); use it rather than ``time.time()``."""
@@ -107,11 +126,13 @@ class Context:
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once this handler's changes are durable (notify a client, say);
         never if the handler fails. Its exceptions are logged, not raised."""
+        if self._after_commit is None:
+            self._after_commit = []
         self._after_commit.append(callback)
 
     def run_after_commit(self) -> None:
         """Run the callbacks registered with :meth:`after_commit` (the runtime calls it)."""
-        for callback in self._after_commit:
+        for callback in self._after_commit or ():
             try:
                 callback()
             except Exception:
@@ -134,15 +155,19 @@ class Context:
                 f"handler {self.service}.{self.handler} emitted {event_type!r}, which it does "
                 f"not declare (declared: {declared})"
             )
-        position = self._counts.get(event_type, 0)
-        self._counts[event_type] = position + 1
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = {}
+        position = counts.get(event_type, 0)
+        counts[event_type] = position + 1
         cause = self.event
-        carried: dict[str, ExtensionValue] = dict(extensions or {})
+        trace = self.trace
+        carried: dict[str, ExtensionValue] = {} if extensions is None else dict(extensions)
         carried["correlationid"] = self.correlation_id
         carried["causationid"] = cause.id
-        carried["traceparent"] = self.trace.traceparent
+        carried["traceparent"] = trace.traceparent
         tracestate = cause.extensions.get("tracestate")
-        if tracestate is not None and self.trace.continued:  # a new trace starts a new state
+        if tracestate is not None and trace.continued:  # a new trace starts a new state
             carried["tracestate"] = tracestate
         carried["deliveryattempt"] = self.attempt
         return CloudEvent(
@@ -166,7 +191,7 @@ class Context:
     ) -> CloudEvent:
         """Emit an event of a declared type once the handler succeeds; returns it."""
         event = self.new_event(event_type, data, subject=subject, extensions=extensions)
-        self.emitted.append((self._emits[event_type], event))
+        self.emitted.append(Emit(self._emits[event_type], event))
         return event
 
     def topic_of(self, event_type: str) -> str:

@@ -26,7 +26,6 @@ from choreograph.events import CloudEvent, EventGridEvent, encode_event
 from choreograph.sdk.context import Context
 from choreograph.sdk.service import HandlerSpec, Service
 from choreograph.sdk.store import ServiceStore, encode_emitted
-from choreograph.sdk.tracing import child_of
 
 __all__ = ["JOINS", "ServiceEndpoint", "event_key"]
 
@@ -62,12 +61,8 @@ class ServiceEndpoint:
             return outcome_of_exception(exc, attempt)
         if not emitted:
             return DELIVERED
-        return Outcome(
-            status=200,
-            name="Delivered",
-            emitted=tuple(Emit(topic, event) for topic, event in emitted),
-            encoded=encoded,
-        )
+        # (topic, event) pairs are what the bus reads from Emit, a named pair
+        return Outcome(status=200, name="Delivered", emitted=tuple(emitted), encoded=encoded)
 
     async def handle(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
         """Run the handler on ``event`` at most once in effect; return what it emits."""
@@ -79,51 +74,43 @@ class ServiceEndpoint:
     ) -> tuple[list[tuple[str, CloudEvent]], tuple[bytes, ...]]:
         """:meth:`handle`, and the emitted events' encoding when this run made it (not for a
         replay from the inbox)."""
-        name = self.spec.name
+        spec = self.spec
+        name = spec.name
         key = event_key(event)
         replay = await self.store.handled(name, key)
         if replay is not None:
             return replay, ()
-        if key in self._in_progress:
+        in_progress = self._in_progress
+        if key in in_progress:
             raise Retry(f"event {event.id} is being handled by {name}", delay_seconds=1.0)
-        self._in_progress.add(key)
+        in_progress.add(key)
+        # Joins of one transaction run one at a time, through their commit.
+        lock = None
+        if spec.kind == "join":
+            lock = f"join:{name}:{event.correlationid or event.id}"
         try:
-            # Joins of one transaction run one at a time, through their commit.
-            lock = None
-            if self.spec.kind == "join":
-                lock = f"join:{self.spec.name}:{event.correlationid or event.id}"
-            return await self._run(event, key, attempt, lock)
+            async with self.store.work(name, key, lock=lock) as work:
+                if work.replay is not None:  # another process handled it meanwhile
+                    return work.replay, ()
+                context = Context(
+                    service=self.service.name,
+                    handler=name,
+                    event=event,
+                    attempt=attempt,
+                    state=work.state,
+                    emits=spec.emits,
+                    clock=self.clock,
+                    cause=key,
+                )
+                await self._chain(context)
+                emitted = context.emitted
+                # Refuse what the bus would refuse, before committing; the inbox keeps the JSON.
+                encoded = tuple([encode_event(pair[1]) for pair in emitted])
+                work.unit.inbox = (name, key, self.clock.now(), encode_emitted(emitted, encoded))
         finally:
-            self._in_progress.discard(key)
-
-    async def _run(
-        self, event: CloudEvent, key: str, attempt: int, lock: str | None
-    ) -> tuple[list[tuple[str, CloudEvent]], tuple[bytes, ...]]:
-        async with self.store.work(self.spec.name, key, lock=lock) as work:
-            if work.replay is not None:  # another process handled it meanwhile
-                return work.replay, ()
-            context = Context(
-                service=self.service.name,
-                handler=self.spec.name,
-                event=event,
-                attempt=attempt,
-                state=work.state,
-                trace=child_of(event.traceparent),
-                emits=self.spec.emits,
-                clock=self.clock,
-                cause=key,
-            )
-            await self._chain(context)
-            # Refuse what the bus would refuse, before committing; the inbox keeps the JSON.
-            encoded = tuple(encode_event(emitted) for _, emitted in context.emitted)
-            work.unit.inbox = (
-                self.spec.name,
-                key,
-                self.clock.now(),
-                encode_emitted(context.emitted, encoded),
-            )
+            in_progress.discard(key)
         context.run_after_commit()
-        return context.emitted, encoded
+        return emitted, encoded
 
     async def _call(self, context: Context) -> None:
         result = await self.spec.function(context.event, context)
@@ -182,7 +169,7 @@ def _collect(context: Context, result: object) -> None:
                 "among its events; build them with ctx.new_event(...)"
             )
         if event.id not in known:
-            context.emitted.append((context.topic_of(event.type), event))
+            context.emitted.append(Emit(context.topic_of(event.type), event))
             known.add(event.id)
 
 
