@@ -61,7 +61,7 @@ class ServiceEndpoint:
             return outcome_of_exception(exc, attempt)
         if not emitted:
             return DELIVERED
-        # (topic, event) pairs are what the bus reads from Emit, a named pair
+        # Emit pairs from a run, plain (topic, event) pairs from the inbox: the bus reads both
         return Outcome(status=200, name="Delivered", emitted=tuple(emitted), encoded=encoded)
 
     async def handle(self, event: CloudEvent, attempt: int) -> list[tuple[str, CloudEvent]]:
@@ -83,11 +83,11 @@ class ServiceEndpoint:
         in_progress = self._in_progress
         if key in in_progress:
             raise Retry(f"event {event.id} is being handled by {name}", delay_seconds=1.0)
-        in_progress.add(key)
         # Joins of one transaction run one at a time, through their commit.
         lock = None
         if spec.kind == "join":
             lock = f"join:{name}:{event.correlationid or event.id}"
+        in_progress.add(key)
         try:
             async with self.store.work(name, key, lock=lock) as work:
                 if work.replay is not None:  # another process handled it meanwhile
