@@ -32,6 +32,10 @@ runs). Progress goes to stderr; stdout gets one JSON object. The figures:
     ``put_nowait`` to the next queue, the third counts. N = 5 x ``--chains`` items (the run is short)
     put into the first queue at once; chains/s = N / time until the N-th comes out of the third.
 
+Each raw limit runs twice, just before and just after the backend it is compared with (the queue
+around ``memory://``, ``sqlite3`` around ``sqlite://``); its rates are the means of the two runs,
+kept under ``before`` and ``after``.
+
 Top-level keys: ``sqlite_chains_per_s`` / ``memory_chains_per_s`` (chain peaks),
 ``sqlite_p50_ms`` / ``sqlite_p99_ms`` / ``memory_p50_ms`` / ``memory_p99_ms`` (steady-load
 latency), ``raw_sqlite_chains_per_s``, ``raw_queue_chains_per_s``, the ratios
@@ -735,15 +739,28 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
     payload = msgspec.json.encode(start_event(0.0))
     began = time.perf_counter()
 
-    log("[raw] asyncio.Queue 3-hop chain ...")
-    queue = await raw_queue(p.chains * 5)
-    log(f"[raw] queue: {_headline(queue)}")
-    log("[raw] sqlite3 append+ack ...")
-    raw = raw_sqlite(directory, 3 * p.chains, p.batch, payload)
-    log(f"[raw] sqlite: {_headline(raw)}")
+    async def queue_limit(when: str) -> dict[str, float]:
+        log(f"[raw] asyncio.Queue 3-hop chain, {when} ...")
+        result = await raw_queue(p.chains * 5)
+        log(f"[raw] queue {when}: {_headline(result)}")
+        return result
 
+    def sqlite_limit(when: str) -> dict[str, float]:
+        log(f"[raw] sqlite3 append+ack, {when} ...")
+        files = directory / f"raw-{when}"
+        files.mkdir()
+        result = raw_sqlite(files, 3 * p.chains, p.batch, payload)
+        log(f"[raw] sqlite {when}: {_headline(result)}")
+        return result
+
+    # Each raw limit runs just before and just after the backend it is compared with, so that a
+    # busy spell of the machine weighs on both sides of the ratio.
+    queue_before = await queue_limit("before")
     memory = await measure_backend(backends, "memory", p)
+    queue = bracketed(queue_before, await queue_limit("after"))
+    raw_before = sqlite_limit("before")
     sqlite = await measure_backend(backends, "sqlite", p)
+    raw = bracketed(raw_before, sqlite_limit("after"))
 
     summary = {
         "sqlite_chains_per_s": figure(sqlite, "chain_peak", "chains_per_s"),
@@ -790,6 +807,13 @@ async def run_all(p: Params, directory: Path) -> dict[str, Any]:
         },
         "total_seconds": time.perf_counter() - began,
     }
+
+
+def bracketed(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """A raw limit measured before and after what it is compared with: each rate (``*_per_s``)
+    is the mean of the two runs, which are kept under ``before`` and ``after``."""
+    means = {key: (before[key] + after[key]) / 2 for key in before if key.endswith("_per_s")}
+    return {**means, "before": before, "after": after}
 
 
 def machine() -> dict[str, Any]:
