@@ -17,17 +17,25 @@ from choreograph.tuning import (
     tune_thread_switching,
 )
 
+CPYTHON_YOUNG_THRESHOLD = 700
+CPYTHON_SWITCH_INTERVAL = 0.005
+
 
 @pytest.fixture
 def restored_thresholds() -> Iterator[tuple[int, int, int]]:
+    """CPython's default young threshold for the test (so that a tuning that did nothing
+    fails), the process's own thresholds after it."""
     before = gc.get_threshold()
+    gc.set_threshold(CPYTHON_YOUNG_THRESHOLD, *before[1:])
     yield before
     gc.set_threshold(*before)
 
 
 @pytest.fixture
 def restored_switch_interval() -> Iterator[float]:
+    """CPython's default switch interval for the test, the process's own after it."""
     before = sys.getswitchinterval()
+    sys.setswitchinterval(CPYTHON_SWITCH_INTERVAL)
     yield before
     sys.setswitchinterval(before)
 

@@ -57,12 +57,12 @@ class Context:
         "_clock",
         "_counts",
         "_emits",
-        "_events",
         "_trace",
         "attempt",
         "correlation_id",
         "emitted",
         "event",
+        "events",
         "handler",
         "service",
         "state",
@@ -82,41 +82,33 @@ class Context:
         cause: str | None = None,
         events: Mapping[str, CloudEvent] | None = None,
     ) -> None:
-        # This runs for every delivery: what a handler may not use (its span, the joined events,
-        # emit counts, after-commit callbacks) is made when first asked for.
         self.service = service
         self.handler = handler
         self.event = event
         """The event being handled (for a join, the one that completed it)."""
-        self._events = events
+        self.events: Mapping[str, CloudEvent] = events or {event.type: event}
+        """For a join, the joined events by type."""
         self.attempt = attempt
         """1 on the first delivery of this event to this handler, +1 per retry."""
         self.state = state
         self._trace = trace
-        correlation = event.extensions.get("correlationid")
-        self.correlation_id: str = correlation if type(correlation) is str else event.id
+        """Made when first asked for (:attr:`trace`): a handler that emits nothing may never need it."""
+        self.correlation_id: str = event.correlationid or event.id
         self.emitted: list[tuple[str, CloudEvent]] = []
         """What the handler emitted: (topic, event) pairs (:class:`~choreograph.bus.Emit`)."""
         self._emits = emits
         self._clock = clock
         self._cause = cause or event.id
         """What emitted ids derive from: the consumed event (source and id), or the join."""
-        self._counts: dict[str, int] | None = None
-        self._after_commit: list[Callable[[], object]] | None = None
-
-    @property
-    def events(self) -> Mapping[str, CloudEvent]:
-        """For a join, the joined events by type; otherwise the one event, by its type."""
-        if self._events is None:
-            self._events = {self.event.type: self.event}
-        return self._events
+        self._counts: dict[str, int] = {}
+        self._after_commit: list[Callable[[], object]] = []
 
     @property
     def trace(self) -> TraceContext:
         """This handler's span: a child of the consumed event's ``traceparent``, or the root
         of a new trace when it has none."""
         if self._trace is None:
-            self._trace = child_of(self.event.extensions.get("traceparent"))
+            self._trace = child_of(self.event.traceparent)
         return self._trace
 
     def now(self) -> float:
@@ -126,13 +118,11 @@ class Context:
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once this handler's changes are durable (notify a client, say);
         never if the handler fails. Its exceptions are logged, not raised."""
-        if self._after_commit is None:
-            self._after_commit = []
         self._after_commit.append(callback)
 
     def run_after_commit(self) -> None:
         """Run the callbacks registered with :meth:`after_commit` (the runtime calls it)."""
-        for callback in self._after_commit or ():
+        for callback in self._after_commit:
             try:
                 callback()
             except Exception:
@@ -155,11 +145,8 @@ class Context:
                 f"handler {self.service}.{self.handler} emitted {event_type!r}, which it does "
                 f"not declare (declared: {declared})"
             )
-        counts = self._counts
-        if counts is None:
-            counts = self._counts = {}
-        position = counts.get(event_type, 0)
-        counts[event_type] = position + 1
+        position = self._counts.get(event_type, 0)
+        self._counts[event_type] = position + 1
         cause = self.event
         trace = self.trace
         carried: dict[str, ExtensionValue] = {} if extensions is None else dict(extensions)

@@ -232,7 +232,7 @@ class Writer:
     async def _gather(self) -> None:
         """Let the work the last commit woke up stage its writes (see the module docstring)."""
         for _ in range(GATHER_TURNS):
-            if self._queue and len(self._rows) >= GATHER_ROWS:
+            if len(self._rows) >= GATHER_ROWS:  # staged rows are always queued
                 return
             await asyncio.sleep(0)
 
